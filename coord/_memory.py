@@ -1,0 +1,253 @@
+"""``memory://``: an in-process store, for tests and single-process programs.
+
+``memory://`` opens a private store; ``memory://NAME`` opens the store of
+that name, shared by every Store of this process that names it, so two
+Stores can coordinate as two clients would. Pass ``clock=ManualClock()`` to
+move time by hand: ttl keys and leases then expire only when the test
+advances the clock, and nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections import deque
+from dataclasses import dataclass
+
+from ._clock import Clock, ManualClock, SystemClock
+from ._connect import Location
+from ._errors import KeyExists, KeyModified, KeyNotFound, LeaseExpired
+from ._keys import is_under
+from ._lease import Lease
+from ._store import Store, matches
+from ._types import Event, KVPair
+from ._watch import Watch
+
+__all__ = ["MemoryStore"]
+
+#: Changes kept for watches that start from an old revision; older ones are compacted.
+HISTORY = 10_000
+
+
+@dataclass
+class _Record:
+    pair: KVPair
+    expires: float | None  # for ttl keys: when the key goes
+
+
+class _MemoryData:
+    """The shared state of one named memory store: what a server would hold."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.keys: dict[str, _Record] = {}
+        self.revision = 0
+        self.history: deque[Event] = deque(maxlen=HISTORY)
+        self.leases: dict[int, tuple[float, float]] = {}  # id -> (ttl, deadline)
+        self.lease_ids = itertools.count(1)
+        self.watchers: dict[Watch, tuple[str, bool]] = {}
+        self.wakeup = threading.Condition(self.lock)
+        self.reaper: threading.Thread | None = None
+        if isinstance(clock, ManualClock):
+            clock.subscribe(self.next_expiry, self.reap)
+
+    # All methods below are called with ``lock`` held.
+
+    def next_expiry(self) -> float | None:
+        with self.lock:
+            times = [deadline for _, deadline in self.leases.values()]
+            times += [record.expires for record in self.keys.values() if record.expires is not None]
+            return min(times, default=None)
+
+    def reap(self) -> None:
+        """Delete ttl keys and lease keys whose time has come, with delete events."""
+        with self.lock:
+            now = self.clock.now()
+            dead = {lease_id for lease_id, (_, deadline) in self.leases.items() if deadline <= now}
+            for lease_id in dead:
+                del self.leases[lease_id]
+            for key in [
+                key
+                for key, record in self.keys.items()
+                if (record.expires is not None and record.expires <= now) or record.pair.lease in dead
+            ]:
+                self.remove(key)
+
+    def write(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
+        if lease is not None and lease.id not in self.leases:
+            raise LeaseExpired(f"lease {lease.id} has expired")
+        self.revision += 1
+        old = self.keys.get(key)
+        created = old.pair.created if old else self.revision
+        lease_id = lease.id if lease is not None else None
+        pair = KVPair(key, value, self.revision, created, lease_id)
+        expires = None if ttl is None else self.clock.now() + ttl
+        self.keys[key] = _Record(pair, expires)
+        self.publish(Event("put", key, value, self.revision))
+        self.wakeup.notify_all()
+        return pair
+
+    def remove(self, key: str) -> None:
+        del self.keys[key]
+        self.revision += 1
+        self.publish(Event("delete", key, None, self.revision))
+
+    def publish(self, event: Event) -> None:
+        self.history.append(event)
+        for watch, (watched, tree) in self.watchers.items():
+            if matches(event.key, watched, tree):
+                watch._emit(event)
+
+    def check(self, key: str, revision: int | None) -> None:
+        """Raise unless ``key`` is absent (revision None) or at ``revision``."""
+        record = self.keys.get(key)
+        if revision is None:
+            if record is not None:
+                raise KeyExists("the key already exists")
+        elif record is None:
+            raise KeyNotFound("the key is gone")
+        elif record.pair.revision != revision:
+            raise KeyModified(f"the key is at revision {record.pair.revision}, not {revision}")
+
+    def run_reaper(self) -> None:
+        """Background expiry for the system clock: sleep until the next deadline."""
+        with self.lock:
+            while self.watchers or self.leases or any(r.expires is not None for r in self.keys.values()):
+                self.reap()
+                upcoming = self.next_expiry()
+                delay = None if upcoming is None else max(0.0, upcoming - self.clock.now()) + 0.001
+                self.wakeup.wait(timeout=delay if delay is not None else 1.0)
+            self.reaper = None
+
+    def ensure_reaper(self) -> None:
+        if self.reaper is None and not isinstance(self.clock, ManualClock):
+            self.reaper = threading.Thread(target=self.run_reaper, name="coord-memory-reaper", daemon=True)
+            self.reaper.start()
+        self.wakeup.notify_all()
+
+
+_named: weakref.WeakValueDictionary[str, _MemoryData] = weakref.WeakValueDictionary()
+_named_lock = threading.Lock()
+
+
+class MemoryStore(Store):
+    backend = "memory"
+
+    def __init__(
+        self, location: Location | None = None, *, timeout: float = 5.0, prefix: str = "", clock: Clock | None = None
+    ) -> None:
+        name = (location.path.strip("/") or next(iter(location.hosts), ("", None))[0]) if location else ""
+        with _named_lock:
+            data = _named.get(name) if name else None
+            if data is None:
+                data = _MemoryData(clock or SystemClock())
+                if name:
+                    _named[name] = data
+        self._name = name
+        self._data = data  # kept alive by every Store that names it
+        super().__init__(prefix=prefix, clock=data.clock)
+
+    def describe(self) -> str:
+        return f"memory://{self._name}"
+
+    def _get(self, key: str) -> KVPair | None:
+        with self._data.lock:
+            self._data.reap()
+            record = self._data.keys.get(key)
+            return record.pair if record else None
+
+    def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
+        with self._data.lock:
+            self._data.reap()
+            pair = self._data.write(key, value, ttl, lease)
+            if ttl is not None:
+                self._data.ensure_reaper()
+            return pair
+
+    def _delete(self, key: str) -> bool:
+        with self._data.lock:
+            self._data.reap()
+            if key not in self._data.keys:
+                return False
+            self._data.remove(key)
+            return True
+
+    def _list(self, prefix: str) -> list[KVPair]:
+        with self._data.lock:
+            self._data.reap()
+            return [record.pair for key, record in self._data.keys.items() if is_under(key, prefix)]
+
+    def _delete_tree(self, prefix: str) -> None:
+        with self._data.lock:
+            self._data.reap()
+            for key in sorted(key for key in self._data.keys if is_under(key, prefix)):
+                self._data.remove(key)
+
+    def _atomic_put(
+        self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
+    ) -> KVPair:
+        with self._data.lock:
+            self._data.reap()
+            self._data.check(key, revision)
+            pair = self._data.write(key, value, ttl, lease)
+            if ttl is not None:
+                self._data.ensure_reaper()
+            return pair
+
+    def _atomic_delete(self, key: str, revision: int) -> None:
+        with self._data.lock:
+            self._data.reap()
+            self._data.check(key, revision)
+            self._data.remove(key)
+
+    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+        data = self._data
+        with data.lock:
+            data.reap()
+            oldest = data.history[0].revision if data.history else data.revision + 1
+            if start_revision is None or start_revision < oldest:
+                # The current state: from now, or because history was compacted.
+                for record in sorted(data.keys.values(), key=lambda r: r.pair.key):
+                    if matches(record.pair.key, key, tree):
+                        p = record.pair
+                        watch._emit(Event("put", p.key, p.value, p.revision))
+            else:
+                for event in data.history:
+                    if event.revision >= start_revision and matches(event.key, key, tree):
+                        watch._emit(event)
+            watch.revision = data.revision
+            data.watchers[watch] = (key, tree)
+            data.ensure_reaper()
+
+    def _unwatch(self, watch: Watch) -> None:
+        with self._data.lock:
+            self._data.watchers.pop(watch, None)
+
+    def _lease_grant(self, ttl: float) -> tuple[int, float]:
+        with self._data.lock:
+            lease_id = next(self._data.lease_ids)
+            self._data.leases[lease_id] = (ttl, self._data.clock.now() + ttl)
+            self._data.ensure_reaper()
+            return lease_id, ttl
+
+    def _lease_keepalive(self, lease: Lease) -> bool:
+        with self._data.lock:
+            self._data.reap()
+            if lease.id not in self._data.leases:
+                return False
+            self._data.leases[lease.id] = (lease.ttl, self._data.clock.now() + lease.ttl)
+            self._data.wakeup.notify_all()
+            return True
+
+    def _lease_revoke(self, lease: Lease) -> None:
+        with self._data.lock:
+            if self._data.leases.pop(lease.id, None) is None:
+                return
+            for key in sorted(k for k, r in self._data.keys.items() if r.pair.lease == lease.id):
+                self._data.remove(key)
+
+    def _close(self) -> None:
+        with self._data.lock:
+            self._data.wakeup.notify_all()

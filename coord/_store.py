@@ -1,0 +1,312 @@
+"""The Store: one key/value API over every backend.
+
+``Store`` does what every backend shares: it validates keys, values and ttls
+before anything is sent, applies the ``prefix`` option, refuses calls after
+``close()``, keeps the leases alive and fills in the key and backend of every
+error. A backend implements the underscored methods; it raises coord errors
+only, translating its client library's exceptions at one boundary.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import builtins
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import ClassVar
+
+from ._clock import Clock, SystemClock
+from ._errors import CoordError, KeyNotFound, LeaseExpired, StoreClosed
+from ._keys import check_ttl, check_value, is_under, normalize_key
+from ._lease import Lease, LeaseKeeper
+from ._types import KVPair
+from ._watch import Watch
+
+__all__ = ["Store", "matches"]
+
+
+class Store(abc.ABC):
+    """A key/value store with compare-and-swap, watches and leases.
+
+    Thread-safe; share one per process (``coord.connect`` opens one). Every
+    method may raise ``StoreUnavailable`` after the backend's bounded retries,
+    and ``StoreClosed`` after ``close()``.
+    """
+
+    #: The backend's name, as in its URL scheme.
+    backend: ClassVar[str] = "?"
+    #: Options the backend takes (besides ``timeout`` and ``prefix``), with a
+    #: parser for their query-string form.
+    OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {}
+
+    def __init__(self, *, prefix: str = "", clock: Clock | None = None) -> None:
+        self._prefix = normalize_key(prefix, allow_root=True)
+        self.clock: Clock = clock or SystemClock()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._keeper = LeaseKeeper(self.clock, self._renew)
+        self._watches: set[Watch] = set()
+        self._watches_lock = threading.Lock()
+
+    # -- the public API --------------------------------------------------
+
+    def put(self, key: str, value: bytes, *, ttl: float | None = None, lease: Lease | None = None) -> KVPair:
+        """Write ``value``; with ``ttl`` the key expires unless written again; with ``lease`` it lives as long as the lease."""
+        with self._op(key) as k:
+            self._check_write(value, ttl, lease)
+            return self._out(self._put(k, value, _ttl(ttl), lease))
+
+    def get(self, key: str) -> KVPair:
+        """The key's current pair; ``KeyNotFound`` when absent."""
+        with self._op(key) as k:
+            pair = self._get(k)
+            if pair is None:
+                raise KeyNotFound("no such key")
+            return self._out(pair)
+
+    def exists(self, key: str) -> bool:
+        with self._op(key) as k:
+            return self._exists(k)
+
+    def delete(self, key: str) -> None:
+        """Delete the key; ``KeyNotFound`` when absent."""
+        with self._op(key) as k:
+            if not self._delete(k):
+                raise KeyNotFound("no such key")
+
+    def list(self, prefix: str) -> builtins.list[KVPair]:
+        """Every key strictly under ``prefix`` (recursively), sorted by key; ``""`` lists everything."""
+        with self._op(prefix, root=True) as p:
+            return [self._out(pair) for pair in sorted(self._list(p), key=lambda pair: pair.key)]
+
+    def delete_tree(self, prefix: str) -> None:
+        """Delete every key strictly under ``prefix``. The prefix itself must not be empty."""
+        with self._op(prefix) as p:
+            self._delete_tree(p)
+
+    def atomic_put(
+        self,
+        key: str,
+        value: bytes,
+        previous: KVPair | None,
+        *,
+        ttl: float | None = None,
+        lease: Lease | None = None,
+    ) -> KVPair:
+        """Compare-and-swap.
+
+        ``previous=None`` creates the key only if it is absent (``KeyExists``
+        otherwise). Else the write succeeds only if the key's revision still
+        equals ``previous.revision``: ``KeyModified`` if it changed,
+        ``KeyNotFound`` if the key is gone.
+        """
+        with self._op(key) as k:
+            self._check_write(value, ttl, lease)
+            revision = None if previous is None else _revision(previous)
+            return self._out(self._atomic_put(k, value, revision, _ttl(ttl), lease))
+
+    def atomic_delete(self, key: str, previous: KVPair) -> None:
+        """Delete the key only if its revision still equals ``previous.revision``."""
+        with self._op(key) as k:
+            self._atomic_delete(k, _revision(previous))
+
+    def watch(self, key: str, *, start_revision: int | None = None) -> Watch:
+        """Events of one key: its current state first (or every change since ``start_revision``), then each change."""
+        with self._op(key) as k:
+            return self._open_watch(k, False, start_revision)
+
+    def watch_tree(self, prefix: str, *, start_revision: int | None = None) -> Watch:
+        """Events of every key strictly under ``prefix``, as ``watch`` gives them for one key."""
+        with self._op(prefix, root=True) as p:
+            return self._open_watch(p, True, start_revision)
+
+    def lease(self, ttl: float) -> Lease:
+        """Grant a lease of ``ttl`` seconds, kept alive in the background (renewed about every ttl/3)."""
+        with self._op(None):
+            check_ttl(ttl)
+            sent = self.clock.now()
+            lease_id, granted = self._lease_grant(float(ttl))
+            lease = Lease(self, lease_id, granted, self.clock, sent)
+            self._keeper.add(lease)
+            return lease
+
+    def close(self) -> None:
+        """Revoke this Store's leases, end its watches and release its connections. Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for lease in self._keeper.leases():
+            with contextlib.suppress(CoordError):  # if not, the server expires it
+                self._lease_revoke(lease)
+        self._keeper.close()
+        with self._watches_lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.close()
+        self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}{' closed' if self._closed else ''}>"
+
+    def describe(self) -> str:
+        """Where this store lives, for messages and reprs."""
+        return self.backend
+
+    # -- what backends implement -------------------------------------------
+
+    @abc.abstractmethod
+    def _get(self, key: str) -> KVPair | None: ...
+
+    def _exists(self, key: str) -> bool:
+        return self._get(key) is not None
+
+    @abc.abstractmethod
+    def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair: ...
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> bool:
+        """Delete the key; return whether it existed."""
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> builtins.list[KVPair]: ...
+
+    @abc.abstractmethod
+    def _delete_tree(self, prefix: str) -> None: ...
+
+    @abc.abstractmethod
+    def _atomic_put(
+        self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
+    ) -> KVPair: ...
+
+    @abc.abstractmethod
+    def _atomic_delete(self, key: str, revision: int) -> None: ...
+
+    @abc.abstractmethod
+    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+        """Start feeding ``watch`` (see ``Watch``); stop when ``_unwatch`` is called."""
+
+    @abc.abstractmethod
+    def _unwatch(self, watch: Watch) -> None:
+        """Stop feeding ``watch``."""
+
+    @abc.abstractmethod
+    def _lease_grant(self, ttl: float) -> tuple[int, float]:
+        """Create a lease; return its id and the ttl the backend granted (it may round up)."""
+
+    @abc.abstractmethod
+    def _lease_keepalive(self, lease: Lease) -> bool:
+        """Renew the lease; return False if the backend no longer has it."""
+
+    @abc.abstractmethod
+    def _lease_revoke(self, lease: Lease) -> None:
+        """End the lease and delete its keys."""
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    # -- shared machinery ---------------------------------------------------
+
+    @contextmanager
+    def _op(self, key: str | None, *, root: bool = False) -> Iterator[str]:
+        """Validate and prefix ``key``, refuse closed stores, and label errors with key and backend."""
+        try:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            full = ""
+            if key is not None:
+                full = normalize_key(key, allow_root=root)
+                full = f"{self._prefix}/{full}" if self._prefix and full else full or self._prefix
+            yield full
+        except CoordError as exc:
+            if exc.backend is None:
+                exc.backend = self.backend
+            if exc.key is None and isinstance(key, str):
+                exc.key = key
+            raise
+
+    def _check_write(self, value: bytes, ttl: float | None, lease: Lease | None) -> None:
+        check_value(value)
+        if ttl is not None:
+            check_ttl(ttl)
+        if lease is not None:
+            if ttl is not None:
+                raise ValueError("give a key a ttl or a lease, not both")
+            if not isinstance(lease, Lease) or lease._store is not self:
+                raise TypeError("lease must be a Lease granted by this store")
+            if not lease.alive:
+                raise LeaseExpired(f"lease {lease.id} is no longer alive")
+
+    def _out(self, pair: KVPair) -> KVPair:
+        if not self._prefix:
+            return pair
+        return KVPair(pair.key[len(self._prefix) + 1 :], pair.value, pair.revision, pair.created, pair.lease)
+
+    def _strip(self, key: str) -> str | None:
+        if not self._prefix:
+            return key
+        return key[len(self._prefix) + 1 :] if is_under(key, self._prefix) else None
+
+    def _open_watch(self, key: str, tree: bool, start_revision: int | None) -> Watch:
+        if start_revision is not None and (isinstance(start_revision, bool) or not isinstance(start_revision, int)):
+            raise TypeError("start_revision must be an int")
+        watch = Watch(self.backend, on_close=self._watch_closed)
+        watch._map_key = self._strip
+        with self._watches_lock:
+            self._watches.add(watch)
+        try:
+            self._watch(watch, key, tree, start_revision)
+        except BaseException:
+            self._watch_closed(watch)
+            raise
+        return watch
+
+    def _watch_closed(self, watch: Watch) -> None:
+        with self._watches_lock:
+            if watch not in self._watches:
+                return
+            self._watches.discard(watch)
+        self._unwatch(watch)
+
+    def _renew(self, lease: Lease) -> bool:
+        if self._closed:
+            return True  # close() is revoking it; do not report it lost
+        try:
+            return self._lease_keepalive(lease)
+        except CoordError as exc:
+            exc.backend = exc.backend or self.backend
+            raise
+
+    def _forget_lease(self, lease: Lease) -> None:
+        self._keeper.remove(lease)
+        if self._closed:
+            return
+        with self._op(None):
+            self._lease_revoke(lease)
+
+
+def _ttl(ttl: float | None) -> float | None:
+    return None if ttl is None else float(ttl)
+
+
+def _revision(previous: KVPair) -> int:
+    if not isinstance(previous, KVPair):
+        raise TypeError(f"previous must be a KVPair, not {type(previous).__name__}")
+    return previous.revision
+
+
+def matches(key: str, watched: str, tree: bool) -> bool:
+    """Whether a change of ``key`` belongs to a watch of ``watched`` (a key, or a prefix if ``tree``)."""
+    return is_under(key, watched) if tree else key == watched

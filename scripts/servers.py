@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Start, stop and restart the real servers coord's tests use, on 127.0.0.1.
+
+    python scripts/servers.py install         # apt-get install what is missing
+    python scripts/servers.py start [NAME...] # start (all by default), wait until each answers
+    python scripts/servers.py env             # print the COORD_TEST_* exports for a shell to eval
+    python scripts/servers.py stop [NAME...]  # stop by PID
+    python scripts/servers.py restart NAME    # kill -9, then start again on the same data
+
+Servers: etcd (v3 and, with --enable-v2, v2), zookeeper, redis. Each listens on
+127.0.0.1 on a non-default port and keeps its data and PID file under
+$COORD_SERVERS_DIR (default /tmp/coord-servers). Tests import this module to
+kill, pause and restart servers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(os.environ.get("COORD_SERVERS_DIR", "/tmp/coord-servers"))
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+    packages: tuple[str, ...]
+    binary: str
+
+    @property
+    def dir(self) -> Path:
+        return ROOT / self.name
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "pid"
+
+    def command(self) -> list[str]:
+        data = self.dir / "data"
+        if self.name.startswith("etcd"):
+            member = int(self.name[4:] or 0)
+            peer = self.port + 10
+            cmd = [
+                "etcd", "--name", self.name, "--data-dir", str(data),
+                "--listen-client-urls", f"http://{HOST}:{self.port}",
+                "--advertise-client-urls", f"http://{HOST}:{self.port}",
+                "--listen-peer-urls", f"http://{HOST}:{peer}",
+                "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+                "--enable-v2=true", "--heartbeat-interval", "100", "--election-timeout", "1000",
+                "--logger", "zap", "--log-outputs", str(self.dir / "log"),
+            ]  # fmt: skip
+            if member:
+                cluster = ",".join(f"etcd{i}=http://{HOST}:{CLUSTER[i - 1].port + 10}" for i in (1, 2, 3))
+                cmd += ["--initial-cluster", cluster, "--initial-cluster-token", "coord-test"]
+            else:
+                cmd += ["--initial-cluster", f"{self.name}=http://{HOST}:{peer}"]
+            return cmd
+        if self.name == "zookeeper":
+            cfg = self.dir / "zoo.cfg"
+            cfg.write_text(
+                f"tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ninitLimit=10\nsyncLimit=5\n"
+                f"dataDir={data}\nclientPort={self.port}\nclientPortAddress={HOST}\n"
+                "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\n"
+            )
+            classpath = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
+            return [
+                "java", "-Xmx256m", f"-Dzookeeper.log.dir={self.dir}", "-Dzookeeper.root.logger=WARN,CONSOLE",
+                "-cp", classpath, "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg),
+            ]  # fmt: skip
+        if self.name == "redis":
+            return [
+                "redis-server", "--bind", HOST, "--port", str(self.port), "--dir", str(data),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "yes",
+            ]  # fmt: skip
+        raise ValueError(self.name)
+
+    def url(self) -> str:
+        scheme = {"etcd": "etcd", "zookeeper": "zookeeper", "redis": "redis"}[self.name]
+        return f"{scheme}://{HOST}:{self.port}"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.pid():
+            return
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "out.log", "ab") as out:
+            proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pidfile.write_text(str(proc.pid))
+        self.wait_ready(timeout, proc)
+
+    def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {proc.returncode}; see {self.dir / 'out.log'}")
+            if self.answers():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer on {HOST}:{self.port} within {timeout}s")
+
+    def answers(self) -> bool:
+        probe = {
+            "zookeeper": (b"ruok", b"imok"),
+            "redis": (b"PING\r\n", b"+PONG"),
+        }
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                if self.name.startswith("etcd"):
+                    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+                    return b'"health":"true"' in _read_all(sock)
+                request, answer = probe[self.name]
+                sock.sendall(request)
+                return _read_all(sock).startswith(answer)
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGCONT)
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+                if _zombie(pid):
+                    break
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        pid = self.pid()
+        if pid:
+            os.killpg(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.pid()
+        if pid:
+            os.killpg(pid, signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if sum(map(len, chunks)) > 65536 or b"+PONG" in chunk:
+            break
+    return b"".join(chunks)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+SERVERS = {
+    "etcd": Server("etcd", 23790, ("etcd-server",), "etcd"),
+    "zookeeper": Server("zookeeper", 21810, ("zookeeper", "default-jre-headless"), "java"),
+    "redis": Server("redis", 26379, ("redis-server",), "redis-server"),
+}
+# A three-member etcd cluster for failover tests; started on demand by the tests.
+CLUSTER = [Server(f"etcd{i}", 23790 + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]
+ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
+ENV = {
+    "etcd": ("COORD_TEST_ETCD", "COORD_TEST_ETCD2"),
+    "zookeeper": ("COORD_TEST_ZOOKEEPER",),
+    "redis": ("COORD_TEST_REDIS",),
+}
+
+
+def install(names: list[str]) -> None:
+    """apt-get install the packages of the servers whose program is missing."""
+    missing = sorted({pkg for name in names if not _installed(SERVERS[name]) for pkg in SERVERS[name].packages})
+    if not missing:
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
+def _installed(server: Server) -> bool:
+    if server.name == "zookeeper":
+        return bool(shutil.which("java")) and Path("/usr/share/java/zookeeper.jar").exists()
+    return bool(shutil.which(server.binary))
+
+
+def env_lines() -> list[str]:
+    lines = []
+    for name, server in SERVERS.items():
+        for var in ENV[name]:
+            url = server.url().replace("etcd://", "etcd2://") if var.endswith("ETCD2") else server.url()
+            lines.append(f"export {var}={url}")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    command, names = argv[0], argv[1:] or list(SERVERS)
+    if command == "install":
+        install(names)
+    elif command == "start":
+        install([name for name in names if name in SERVERS])
+        for name in names:
+            ALL[name].start()
+            print(f"{name} answers on {HOST}:{ALL[name].port} (pid {ALL[name].pid()})", file=sys.stderr)
+    elif command == "stop":
+        for name in argv[1:] or list(ALL):
+            ALL[name].stop()
+    elif command == "restart":
+        for name in names:
+            ALL[name].restart()
+    elif command == "env":
+        print("\n".join(env_lines()))
+    else:
+        print(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
