@@ -10,8 +10,8 @@ only, translating its client library's exceptions at one boundary.
 from __future__ import annotations
 
 import abc
-import contextlib
 import builtins
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
