@@ -127,7 +127,7 @@ def _parse(url: str) -> tuple[Location, dict[str, str]]:
             if number is not None and not 0 < number < 65536:
                 raise ConfigurationError(f"port {number} out of range in store URL {url!r}")
             hosts.append((host.strip("[]") or "127.0.0.1", number))
-    path = parts.path if scheme != "sqlite" else parts.netloc + parts.path
+    path = parts.netloc + parts.path if scheme in ("sqlite", "memory") else parts.path
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     return Location(url, scheme, hosts, path), query
 

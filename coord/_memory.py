@@ -138,7 +138,7 @@ class MemoryStore(Store):
     def __init__(
         self, location: Location | None = None, *, timeout: float = 5.0, prefix: str = "", clock: Clock | None = None
     ) -> None:
-        name = (location.path.strip("/") or next(iter(location.hosts), ("", None))[0]) if location else ""
+        name = location.path.strip("/") if location else ""
         with _named_lock:
             data = _named.get(name) if name else None
             if data is None:

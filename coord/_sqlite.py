@@ -22,8 +22,9 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 from ._clock import Clock
 from ._connect import Location
@@ -68,7 +69,7 @@ def _pair(row: sqlite3.Row | tuple[str, bytes, int, int, int | None]) -> KVPair:
 
 class SQLiteStore(Store):
     backend = "sqlite"
-    OPTIONS = {"poll_interval": float}
+    OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {"poll_interval": float}
 
     def __init__(
         self,

@@ -124,7 +124,7 @@ class Store(abc.ABC):
 
     def lease(self, ttl: float) -> Lease:
         """Grant a lease of ``ttl`` seconds, kept alive in the background (renewed about every ttl/3)."""
-        with self._op(None):
+        with self._op(_NO_KEY):
             check_ttl(ttl)
             sent = self.clock.now()
             lease_id, granted = self._lease_grant(float(ttl))
@@ -220,13 +220,13 @@ class Store(abc.ABC):
     # -- shared machinery ---------------------------------------------------
 
     @contextmanager
-    def _op(self, key: str | None, *, root: bool = False) -> Iterator[str]:
+    def _op(self, key: object, *, root: bool = False) -> Iterator[str]:
         """Validate and prefix ``key``, refuse closed stores, and label errors with key and backend."""
         try:
             if self._closed:
                 raise StoreClosed("the store is closed")
             full = ""
-            if key is not None:
+            if key is not _NO_KEY:
                 full = normalize_key(key, allow_root=root)
                 full = f"{self._prefix}/{full}" if self._prefix and full else full or self._prefix
             yield full
@@ -293,8 +293,11 @@ class Store(abc.ABC):
         self._keeper.remove(lease)
         if self._closed:
             return
-        with self._op(None):
+        with self._op(_NO_KEY):
             self._lease_revoke(lease)
+
+
+_NO_KEY = object()  # for operations that concern no key (leases)
 
 
 def _ttl(ttl: float | None) -> float | None:
