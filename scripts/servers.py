@@ -96,13 +96,18 @@ class Server:
             return None
 
     def start(self, timeout: float = 60.0) -> None:
+        proc = self.launch()
+        self.wait_ready(timeout, proc)
+
+    def launch(self) -> subprocess.Popen[bytes] | None:
+        """Start the process without waiting for it (cluster members must start together)."""
         if self.pid():
-            return
+            return None
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         with open(self.dir / "out.log", "ab") as out:
             proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.pidfile.write_text(str(proc.pid))
-        self.wait_ready(timeout, proc)
+        return proc
 
     def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -243,8 +248,9 @@ def main(argv: list[str]) -> int:
         install(names)
     elif command == "start":
         install([name for name in names if name in SERVERS])
+        procs = {name: ALL[name].launch() for name in names}
         for name in names:
-            ALL[name].start()
+            ALL[name].wait_ready(60.0, procs[name])
             print(f"{name} answers on {HOST}:{ALL[name].port} (pid {ALL[name].pid()})", file=sys.stderr)
     elif command == "stop":
         for name in argv[1:] or list(ALL):
