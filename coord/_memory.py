@@ -13,7 +13,6 @@ import itertools
 import threading
 import weakref
 from collections import deque
-from dataclasses import dataclass
 
 from ._clock import Clock, ManualClock, SystemClock
 from ._connect import Location
@@ -30,22 +29,18 @@ __all__ = ["MemoryStore"]
 HISTORY = 10_000
 
 
-@dataclass
-class _Record:
-    pair: KVPair
-    expires: float | None  # for ttl keys: when the key goes
-
-
 class _MemoryData:
     """The shared state of one named memory store: what a server would hold."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.lock = threading.RLock()
-        self.keys: dict[str, _Record] = {}
+        self.keys: dict[str, KVPair] = {}
         self.revision = 0
         self.history: deque[Event] = deque(maxlen=HISTORY)
         self.leases: dict[int, tuple[float, float]] = {}  # id -> (ttl, deadline)
+        self.expiring: dict[str, float] = {}  # ttl key -> when it goes
+        self.by_lease: dict[int, set[str]] = {}  # lease id -> its keys
         self.lease_ids = itertools.count(1)
         self.watchers: dict[Watch, tuple[str, bool]] = {}
         self.wakeup = threading.Condition(self.lock)
@@ -58,21 +53,18 @@ class _MemoryData:
     def next_expiry(self) -> float | None:
         with self.lock:
             times = [deadline for _, deadline in self.leases.values()]
-            times += [record.expires for record in self.keys.values() if record.expires is not None]
+            times += self.expiring.values()
             return min(times, default=None)
 
     def reap(self) -> None:
         """Delete ttl keys and lease keys whose time has come, with delete events."""
         with self.lock:
             now = self.clock.now()
-            dead = {lease_id for lease_id, (_, deadline) in self.leases.items() if deadline <= now}
-            for lease_id in dead:
+            doomed = {key for key, expires in self.expiring.items() if expires <= now}
+            for lease_id in [lease_id for lease_id, (_, deadline) in self.leases.items() if deadline <= now]:
                 del self.leases[lease_id]
-            for key in [
-                key
-                for key, record in self.keys.items()
-                if (record.expires is not None and record.expires <= now) or record.pair.lease in dead
-            ]:
+                doomed.update(self.by_lease.get(lease_id, ()))
+            for key in sorted(doomed):
                 self.remove(key)
 
     def write(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
@@ -80,19 +72,30 @@ class _MemoryData:
             raise LeaseExpired(f"lease {lease.id} has expired")
         self.revision += 1
         old = self.keys.get(key)
-        created = old.pair.created if old else self.revision
+        created = old.created if old else self.revision
         lease_id = lease.id if lease is not None else None
         pair = KVPair(key, value, self.revision, created, lease_id)
         expires = None if ttl is None else self.clock.now() + ttl
-        self.keys[key] = _Record(pair, expires)
+        if old is not None:
+            self._unindex(key, old)
+        self.keys[key] = pair
+        if expires is not None:
+            self.expiring[key] = expires
+        if lease_id is not None:
+            self.by_lease.setdefault(lease_id, set()).add(key)
         self.publish(Event("put", key, value, self.revision))
         self.wakeup.notify_all()
         return pair
 
     def remove(self, key: str) -> None:
-        del self.keys[key]
+        self._unindex(key, self.keys.pop(key))
         self.revision += 1
         self.publish(Event("delete", key, None, self.revision))
+
+    def _unindex(self, key: str, pair: KVPair) -> None:
+        self.expiring.pop(key, None)
+        if pair.lease is not None:
+            self.by_lease.get(pair.lease, set()).discard(key)
 
     def publish(self, event: Event) -> None:
         self.history.append(event)
@@ -102,19 +105,19 @@ class _MemoryData:
 
     def check(self, key: str, revision: int | None) -> None:
         """Raise unless ``key`` is absent (revision None) or at ``revision``."""
-        record = self.keys.get(key)
+        pair = self.keys.get(key)
         if revision is None:
-            if record is not None:
+            if pair is not None:
                 raise KeyExists("the key already exists")
-        elif record is None:
+        elif pair is None:
             raise KeyNotFound("the key is gone")
-        elif record.pair.revision != revision:
-            raise KeyModified(f"the key is at revision {record.pair.revision}, not {revision}")
+        elif pair.revision != revision:
+            raise KeyModified(f"the key is at revision {pair.revision}, not {revision}")
 
     def run_reaper(self) -> None:
         """Background expiry for the system clock: sleep until the next deadline."""
         with self.lock:
-            while self.watchers or self.leases or any(r.expires is not None for r in self.keys.values()):
+            while self.watchers or self.leases or self.expiring:
                 self.reap()
                 upcoming = self.next_expiry()
                 delay = None if upcoming is None else max(0.0, upcoming - self.clock.now()) + 0.001
@@ -155,8 +158,7 @@ class MemoryStore(Store):
     def _get(self, key: str) -> KVPair | None:
         with self._data.lock:
             self._data.reap()
-            record = self._data.keys.get(key)
-            return record.pair if record else None
+            return self._data.keys.get(key)
 
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         with self._data.lock:
@@ -177,7 +179,7 @@ class MemoryStore(Store):
     def _list(self, prefix: str) -> list[KVPair]:
         with self._data.lock:
             self._data.reap()
-            return [record.pair for key, record in self._data.keys.items() if is_under(key, prefix)]
+            return [pair for key, pair in self._data.keys.items() if is_under(key, prefix)]
 
     def _delete_tree(self, prefix: str) -> None:
         with self._data.lock:
@@ -209,10 +211,10 @@ class MemoryStore(Store):
             oldest = data.history[0].revision if data.history else data.revision + 1
             if start_revision is None or start_revision < oldest:
                 # The current state: from now, or because history was compacted.
-                for record in sorted(data.keys.values(), key=lambda r: r.pair.key):
-                    if matches(record.pair.key, key, tree):
-                        p = record.pair
-                        watch._emit(Event("put", p.key, p.value, p.revision))
+                for name in sorted(data.keys):
+                    if matches(name, key, tree):
+                        pair = data.keys[name]
+                        watch._emit(Event("put", name, pair.value, pair.revision))
             else:
                 for event in data.history:
                     if event.revision >= start_revision and matches(event.key, key, tree):
@@ -245,7 +247,7 @@ class MemoryStore(Store):
         with self._data.lock:
             if self._data.leases.pop(lease.id, None) is None:
                 return
-            for key in sorted(k for k, r in self._data.keys.items() if r.pair.lease == lease.id):
+            for key in sorted(self._data.by_lease.pop(lease.id, ())):
                 self._data.remove(key)
 
     def _close(self) -> None:
