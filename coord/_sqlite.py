@@ -38,8 +38,9 @@ __all__ = ["SQLiteStore"]
 
 #: Changes kept in the log for watches that resume or replay; older ones are trimmed.
 HISTORY = 100_000
-#: How often the watch poller looks for new changes (seconds).
+#: How often the watch poller looks for new changes (seconds), while changes flow and when idle.
 POLL_INTERVAL = 0.005
+IDLE_POLL = 0.01
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -305,8 +306,10 @@ class SQLiteStore(Store):
         conn = self._connect()
         seen = -1
         next_reap = 0.0
+        last_change = 0.0
         try:
-            while not self._stop.wait(self._poll_interval):
+            # Poll fast while changes flow, and at the 10 ms bound when idle.
+            while not self._stop.wait(self._poll_interval if time.monotonic() - last_change < 2 else IDLE_POLL):
                 with self._lock:
                     watchers = dict(self._watchers)
                 if not watchers:
@@ -314,7 +317,7 @@ class SQLiteStore(Store):
                 try:
                     version = conn.execute("PRAGMA data_version").fetchone()[0]
                     if version != seen or time.time() >= next_reap:
-                        seen = version
+                        seen, last_change = version, time.monotonic()
                         next_reap = self._poll_once(conn, watchers)
                 except (sqlite3.Error, StoreUnavailable):
                     continue  # locked or busy: try again on the next tick
