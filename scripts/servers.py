@@ -7,10 +7,12 @@
     python scripts/servers.py stop [NAME...]  # stop by PID
     python scripts/servers.py restart NAME    # kill -9, then start again on the same data
 
+Servers named etcd1, etcd2, etcd3 form a three-member etcd cluster, started on demand.
+
 Servers: etcd (v3 and, with --enable-v2, v2), zookeeper, redis. Each listens on
 127.0.0.1 on a non-default port and keeps its data and PID file under
-$COORD_SERVERS_DIR (default /tmp/coord-servers). Tests import this module to
-kill, pause and restart servers.
+$COORD_SERVERS_DIR (default /tmp/coord-servers); $COORD_SERVERS_PORT_OFFSET
+shifts every port. Tests import this module to kill, pause and restart servers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(os.environ.get("COORD_SERVERS_DIR", "/tmp/coord-servers"))
 HOST = "127.0.0.1"
+# Shifts every port, so a second set of servers can run beside the first (with its own COORD_SERVERS_DIR).
+OFFSET = int(os.environ.get("COORD_SERVERS_PORT_OFFSET", "0"))
 
 
 @dataclass(frozen=True)
@@ -199,12 +203,12 @@ def _zombie(pid: int) -> bool:
 
 
 SERVERS = {
-    "etcd": Server("etcd", 23790, ("etcd-server",), "etcd"),
-    "zookeeper": Server("zookeeper", 21810, ("zookeeper", "default-jre-headless"), "java"),
-    "redis": Server("redis", 26379, ("redis-server",), "redis-server"),
+    "etcd": Server("etcd", 23790 + OFFSET, ("etcd-server",), "etcd"),
+    "zookeeper": Server("zookeeper", 21810 + OFFSET, ("zookeeper", "default-jre-headless"), "java"),
+    "redis": Server("redis", 26379 + OFFSET, ("redis-server",), "redis-server"),
 }
 # A three-member etcd cluster for failover tests; started on demand by the tests.
-CLUSTER = [Server(f"etcd{i}", 23790 + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]
+CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
 ENV = {
     "etcd": ("COORD_TEST_ETCD", "COORD_TEST_ETCD2"),
