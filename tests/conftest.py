@@ -44,7 +44,7 @@ def _implemented(backend: str) -> bool:
 def _server_backends() -> list[str]:
     names = []
     for name, var in SERVER_BACKENDS.items():
-        if os.environ.get(var) or (REQUIRE_SERVERS and _implemented(name)):
+        if _implemented(name) and (os.environ.get(var) or REQUIRE_SERVERS):
             names.append(name)
     return names
 
