@@ -71,11 +71,11 @@ class FaultyStore(Store):
     """A Store that forwards to ``inner`` and injects the faults it is told to.
 
     It takes over ``inner``: use only the FaultyStore afterwards. Its key
-    space is ``inner``'s (its prefix included).
+    space is ``inner``'s, prefix included.
     """
 
     def __init__(self, inner: Store) -> None:
-        super().__init__(clock=inner.clock)
+        super().__init__(prefix=inner._prefix, clock=inner.clock)
         self.backend = inner.backend  # type: ignore[misc]
         self.inner = inner
         self._faults: deque[Fault] = deque()

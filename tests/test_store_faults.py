@@ -9,6 +9,7 @@ Store must keep working afterwards.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from tests.proxy import Proxy
 _spec = importlib.util.spec_from_file_location("servers", ROOT / "scripts" / "servers.py")
 assert _spec and _spec.loader
 servers = importlib.util.module_from_spec(_spec)
+sys.modules["servers"] = servers  # dataclasses look their module up while the class is built
 _spec.loader.exec_module(servers)
 
 # Backends whose server this suite can restart: the ones scripts/servers.py runs.

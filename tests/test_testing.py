@@ -74,3 +74,13 @@ def test_dropped_watches_end_with_store_unavailable(faulty: FaultyStore) -> None
 def test_unknown_operations_are_refused(faulty: FaultyStore) -> None:
     with pytest.raises(ValueError):
         faulty.inject("fail", op="teleport")
+
+
+def test_the_inner_stores_prefix_is_kept() -> None:
+    name = "faulty-prefix"
+    with coord.connect(f"memory://{name}") as observer:
+        faulty = FaultyStore(coord.connect(f"memory://{name}?prefix=app"))
+        faulty.put("k", b"")
+        assert [pair.key for pair in faulty.list("")] == ["k"]
+        assert [pair.key for pair in observer.list("")] == ["app/k"]
+        faulty.close()
