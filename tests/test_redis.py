@@ -1,0 +1,187 @@
+"""What only the Redis backend does: retries that cannot apply a change twice,
+re-syncs after the change log was trimmed or the server lost writes, one
+reader thread per Store, and URL handling. The conformance suite covers the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+import coord
+from tests.helpers import drain
+from tests.proxy import Proxy
+
+redis = pytest.importorskip("redis")
+
+URL = os.environ.get("COORD_TEST_REDIS", "")
+if not URL:
+    if os.environ.get("COORD_REQUIRE_SERVERS") == "1":
+        raise RuntimeError("COORD_REQUIRE_SERVERS=1 but COORD_TEST_REDIS is not set")
+    pytest.skip("COORD_TEST_REDIS is not set", allow_module_level=True)
+
+pytestmark = pytest.mark.servers
+
+
+def summary(events: list[coord.Event]) -> list[tuple[str, str, bytes | None]]:
+    return [(event.type, event.key, event.value) for event in events]
+
+
+@pytest.fixture
+def raw() -> Iterator[Any]:
+    parts = urlsplit(URL)
+    client = redis.Redis(host=parts.hostname, port=parts.port or 6379)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def namespace(raw: Any) -> Iterator[str]:
+    """A namespace of its own (its own revisions and change log), deleted afterwards."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(raw.scan_iter(match=f"{{{name}}}:*"))
+    if keys:
+        raw.delete(*keys)
+
+
+def _url(namespace: str, **options: object) -> str:
+    query = "&".join(f"{name}={value}" for name, value in {"namespace": namespace, **options}.items())
+    return f"{URL}{'&' if '?' in URL else '?'}{query}"
+
+
+def test_a_mutation_whose_reply_was_lost_is_not_applied_twice(namespace: str) -> None:
+    with coord.connect(_url(namespace)) as store:
+        real = store._redis.evalsha  # type: ignore[attr-defined]
+        lost: list[bool] = []
+
+        def lose_first_reply(*args: Any) -> Any:
+            reply = real(*args)  # the server applied it ...
+            if not lost:
+                lost.append(True)
+                raise redis.ConnectionError("connection reset")  # ... but the client never heard
+            return reply
+
+        store._redis.evalsha = lose_first_reply  # type: ignore[attr-defined]
+        created = store.atomic_put("once", b"1", None)  # a plain retry would say KeyExists
+        assert store.get("once") == created
+        lost.clear()
+        swapped = store.atomic_put("once", b"2", created)  # ... or KeyModified
+        assert store.get("once") == swapped
+        lost.clear()
+        store.delete("once")  # ... or KeyNotFound
+        assert not store.exists("once")
+        with store.watch("once", start_revision=created.revision) as watch:
+            events = drain(watch, 3)
+            assert watch.get(timeout=0.3) is None, "a retried mutation was applied twice"
+        assert summary(events) == [("put", "once", b"1"), ("put", "once", b"2"), ("delete", "once", None)]
+
+
+def test_a_watch_behind_the_trimmed_log_resyncs_with_the_current_state(namespace: str) -> None:
+    # XADD MAXLEN ~ trims whole stream nodes (100 entries by default), so write well past them.
+    with coord.connect(_url(namespace, history=10)) as store:
+        first = store.put("old/gone", b"0")
+        for index in range(500):
+            store.put(f"old/{index % 3}", str(index).encode())
+        store.delete("old/gone")
+        with store.watch_tree("old", start_revision=first.revision) as watch:
+            events = drain(watch, 3)
+            assert summary(events) == [("put", "old/0", b"498"), ("put", "old/1", b"499"), ("put", "old/2", b"497")]
+            assert watch.get(timeout=0.3) is None
+            store.put("old/3", b"new")
+            assert summary(drain(watch, 1)) == [("put", "old/3", b"new")]
+
+
+def test_a_server_that_lost_delivered_writes_makes_watches_resync(namespace: str, raw: Any) -> None:
+    with coord.connect(_url(namespace)) as watcher, coord.connect(_url(namespace)) as writer:
+        watch = watcher.watch_tree("x")
+        writer.put("x/kept", b"1")
+        lost = writer.put("x/lost", b"2")
+        assert summary(drain(watch, 2)) == [("put", "x/kept", b"1"), ("put", "x/lost", b"2")]
+        # What a restart with AOF everysec can do: come back without the last write ...
+        tag = f"{{{namespace}}}"
+        with raw.pipeline(transaction=True) as pipe:
+            pipe.hdel(f"{tag}:kv", "x/lost").zrem(f"{tag}:idx", "x/lost")
+            pipe.xdel(f"{tag}:log", f"{lost.revision}-0").execute_command(
+                "XSETID", f"{tag}:log", f"{lost.revision - 1}-0"
+            )
+            pipe.set(f"{tag}:rev", lost.revision - 1)
+            pipe.execute()
+        raw.client_kill_filter(_id=watcher._feed._client_id)  # type: ignore[attr-defined]
+        # ... and hand its revision to the next write.
+        assert writer.put("x/new", b"3").revision == lost.revision
+        events = drain(watch, 2)
+        assert summary(events) == [("put", "x/kept", b"1"), ("put", "x/new", b"3")]
+        assert watch.get(timeout=0.5) is None
+        watch.close()
+
+
+def test_one_reader_thread_serves_every_watch_of_a_store(namespace: str) -> None:
+    def readers() -> int:
+        return sum(thread.name == "coord-redis-watch" for thread in threading.enumerate())
+
+    before = readers()
+    with coord.connect(_url(namespace)) as store:
+        watches = [store.watch(f"k/{index}") for index in range(20)] + [store.watch_tree("k")]
+        assert readers() == before + 1
+        store.put("k/7", b"x")
+        assert summary(drain(watches[7], 1)) == [("put", "k/7", b"x")]
+        assert summary(drain(watches[-1], 1)) == [("put", "k/7", b"x")]
+        assert watches[6].get(timeout=0.2) is None
+    deadline = time.monotonic() + 5
+    while readers() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert readers() == before
+
+
+def test_a_watch_fails_once_the_server_is_unreachable_past_the_timeout(namespace: str) -> None:
+    parts = urlsplit(URL)
+    assert parts.hostname and parts.port
+    with Proxy((parts.hostname, parts.port)) as proxy:
+        url = _url(namespace, timeout=1).replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1)
+        with coord.connect(url) as store:
+            watch = store.watch_tree("u")
+            proxy.refuse()
+            proxy.cut()
+            started = time.monotonic()
+            with pytest.raises(coord.StoreUnavailable):
+                watch.get(timeout=15)
+            assert time.monotonic() - started < 10
+
+
+def test_the_url_picks_the_database(namespace: str, raw: Any) -> None:
+    parts = urlsplit(URL)
+    with coord.connect(f"redis://{parts.hostname}:{parts.port}/3?namespace={namespace}") as store:
+        store.put("k", b"v")
+        other = redis.Redis(host=parts.hostname, port=parts.port, db=3)
+        try:
+            assert other.hexists(f"{{{namespace}}}:kv", "k")
+            assert not raw.hexists(f"{{{namespace}}}:kv", "k")
+        finally:
+            other.delete(*other.scan_iter(match=f"{{{namespace}}}:*"))
+            other.close()
+
+
+def test_an_unreachable_server_is_store_unavailable_at_connect() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the probe is closed
+    started = time.monotonic()
+    with pytest.raises(coord.StoreUnavailable) as info:
+        coord.connect(f"redis://127.0.0.1:{port}", timeout=1)
+    assert isinstance(info.value.__cause__, redis.ConnectionError)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("url", ["redis://a:1,b:2", "redis://127.0.0.1:1/zero", "redis://127.0.0.1:1?history=0"])
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(coord.ConfigurationError):
+        coord.connect(url)
