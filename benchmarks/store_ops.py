@@ -101,7 +101,11 @@ def main() -> None:
     urls = args.urls or [
         "memory://",
         f"sqlite://{tempfile.mkdtemp()}/bench.db",
-        *(os.environ[var] for var in ("COORD_TEST_ETCD", "COORD_TEST_ZOOKEEPER", "COORD_TEST_REDIS") if var in os.environ),
+        *(
+            os.environ[var]
+            for var in ("COORD_TEST_ETCD", "COORD_TEST_ZOOKEEPER", "COORD_TEST_REDIS")
+            if var in os.environ
+        ),
     ]
     for url in urls:
         print(f"\n{url}  ({args.ops} ops; microseconds)")
