@@ -63,7 +63,10 @@ def _server(url: str) -> object:
 
 def test_a_watch_survives_a_server_restart(server_url: str) -> None:
     server = _server(server_url)
-    with coord.connect(server_url) as watcher, coord.connect(server_url) as writer:
+    # A server that has just restarted may take a while to answer a new session
+    # (ZooKeeper sometimes sits on the handshake until kazoo's connect timeout):
+    # a generous timeout lets the first operations ride that out.
+    with coord.connect(server_url, timeout=30) as watcher, coord.connect(server_url, timeout=30) as writer:
         watch = watcher.watch_tree("r")
         writer.put("r/before", b"1")
         assert summary(drain(watch, 1)) == [("put", "r/before", b"1")]

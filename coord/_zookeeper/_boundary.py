@@ -1,0 +1,160 @@
+"""The one boundary between kazoo and coord: every request goes through ``Boundary.call``.
+
+``call`` retries transient failures (lost connection, timeout, moved or
+expired session) within the Store's timeout and translates every kazoo
+exception into a coord error, chained with ``raise ... from``. Inside a call,
+``commit`` runs one multi-op and names the operation that failed, so callers
+decide by what failed, not by an index they would have to keep in step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    KazooException,
+    OperationTimeoutError,
+    RolledBackError,
+    RuntimeInconsistency,
+    SessionExpiredError,
+    SessionMovedError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from .._errors import StoreClosed, StoreUnavailable
+
+log = logging.getLogger("coord.zookeeper")
+T = TypeVar("T")
+
+TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, SessionMovedError, KazooTimeoutError)
+# One operation of a multi-op: ("create", path, data[, ephemeral]), ("set", path, data[, version]),
+# ("delete", path[, version]), ("log", entry) or ("free", blob name); the last two create
+# ROOT/log/e<seq> and ROOT/log/b<seq>.
+Op = tuple[Any, ...]
+_TRIM_EVERY = 64  # commits between two trims of the log
+
+
+@dataclass
+class Try:
+    """One call's attempts: their common deadline, and whether this is a retry (an earlier reply may be lost)."""
+
+    deadline: float
+    retried: bool = False
+
+    def wait(self, result: Any) -> Any:
+        return result.get(timeout=max(0.001, self.deadline - time.monotonic()))
+
+
+class Failed(Exception):
+    """One operation of a multi-op failed: which one, and why."""
+
+    def __init__(self, op: Op, error: Exception) -> None:
+        super().__init__(op, error)
+        self.op, self.error = op, error
+
+    def on(self, error: type[Exception] | tuple[type[Exception], ...], op: str, path: str) -> bool:
+        """Whether ``op`` on ``path`` failed with ``error``."""
+        return isinstance(self.error, error) and self.op[0] == op and self.op[1] == path
+
+
+class Retry(Exception):
+    """Start the call over: what it read or prepared is gone (retried like a lost connection)."""
+
+
+def connect(hosts: str, ttl: float, timeout: float) -> KazooClient:
+    """A started kazoo client whose session times out after ``ttl``; kazoo reconnects it forever."""
+    client = open_client(hosts, ttl)
+    start(client, hosts, timeout)
+    return client
+
+
+def open_client(hosts: str, ttl: float) -> KazooClient:
+    # command_retry=None: retries are ours (``call``), so a write retried after a lost reply can check itself.
+    retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=1.0)
+    return KazooClient(hosts=hosts, timeout=ttl, connection_retry=retry, command_retry=None, logger=log)
+
+
+def start(client: KazooClient, hosts: str, timeout: float) -> None:
+    try:
+        client.start(timeout=timeout)
+    except KazooTimeoutError as exc:
+        raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}") from exc
+
+
+def stop(client: KazooClient) -> None:
+    try:
+        client.stop()
+        client.close()
+    except Exception:  # closing is best effort: the server expires what is left
+        log.debug("closing a kazoo client failed", exc_info=True)
+
+
+class Boundary:
+    """The Store's main client, and the one place kazoo's errors become coord's."""
+
+    def __init__(self, hosts: str, timeout: float, session_timeout: float, log_path: str) -> None:
+        self.hosts, self.timeout, self._log = hosts, timeout, log_path
+        self.client = connect(hosts, session_timeout, timeout)
+        self.on_trim_due: Callable[[], None] = lambda: None
+        self._commits = itertools.count(1)
+
+    def call(self, fn: Callable[[Try], T], timeout: float | None = None) -> T:
+        """Run ``fn``, retrying transient failures within the timeout; translate kazoo's errors."""
+        limit = self.timeout if timeout is None else timeout
+        attempt = Try(time.monotonic() + limit)
+        try:
+            for round_ in Retrying(
+                stop=stop_after_delay(limit),
+                wait=wait_exponential(multiplier=0.02, max=0.5),
+                retry=retry_if_exception_type((*TRANSIENT, Retry)),
+                reraise=True,
+            ):
+                with round_:
+                    try:
+                        return fn(attempt)
+                    finally:
+                        attempt.retried = True
+        except (*TRANSIENT, Retry) as exc:
+            raise StoreUnavailable(f"ZooKeeper at {self.hosts} did not answer within {limit}s: {exc!r}") from exc
+        except ConnectionClosedError as exc:
+            raise StoreClosed("the ZooKeeper connection is closed") from exc
+        except Failed as exc:
+            raise StoreUnavailable(f"ZooKeeper refused a write: {exc.error!r}") from exc.error
+        except KazooException as exc:
+            raise StoreUnavailable(f"ZooKeeper refused the request: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+    def commit(self, t: Try, ops: Iterable[Op], client: KazooClient | None = None) -> list[Any]:
+        """One multi-op (on ``client``, default the main one); raise ``Failed`` naming the operation that failed."""
+        ops = list(ops)
+        tx = (client or self.client).transaction()
+        for op, *args in ops:
+            if op == "create":
+                tx.create(args[0], args[1], ephemeral=args[2] if len(args) > 2 else False)
+            elif op == "log":
+                tx.create(f"{self._log}/e", args[0], sequence=True)
+            elif op == "free":
+                tx.create(f"{self._log}/b", args[0].encode(), sequence=True)
+            elif op == "set":
+                tx.set_data(args[0], args[1], args[2] if len(args) > 2 else -1)
+            else:
+                tx.delete(args[0], args[1] if len(args) > 1 else -1)
+        results: list[Any] = t.wait(tx.commit_async())
+        for op, result in zip(ops, results, strict=False):
+            if isinstance(result, Exception) and not isinstance(result, (RolledBackError, RuntimeInconsistency)):
+                if isinstance(result, TRANSIENT):
+                    raise result
+                raise Failed(op, result)
+        if next(self._commits) % _TRIM_EVERY == 0:
+            self.on_trim_due()
+        return results

@@ -1,0 +1,182 @@
+"""ZooKeeperStore: the Store methods, each one call through the boundary (``_boundary.Boundary.call``)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Callable
+from typing import ClassVar
+
+from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
+
+from .._clock import Clock
+from .._connect import Location
+from .._errors import ConfigurationError, KeyModified, KeyNotFound
+from .._lease import Lease
+from .._store import Store
+from .._types import KVPair
+from .._watch import Watch
+from ._blobs import Blobs
+from ._boundary import Boundary, Failed, Try, stop
+from ._keys import Keys
+from ._layout import Layout, entry
+from ._sessions import Sessions
+from ._worker import Worker
+from ._writes import Writer, check_expected
+
+_BATCH = 100  # keys per multi-op in delete_tree
+
+
+class ZooKeeperStore(Store):
+    """The Store on ZooKeeper; see the package docstring for how keys, watches and leases map onto znodes.
+
+    Options: ``root`` (default ``/coord``) is where the Store's znodes live
+    inside the URL's chroot; ``session_timeout`` (default 10 s) is the main
+    session's; ``history`` (default 1000) is how many changes the log keeps
+    for watches to replay.
+    """
+
+    backend = "zookeeper"
+    OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {"root": str, "session_timeout": float, "history": int}
+
+    def __init__(
+        self,
+        location: Location,
+        *,
+        timeout: float = 5.0,
+        prefix: str = "",
+        clock: Clock | None = None,
+        root: str = "/coord",
+        session_timeout: float = 10.0,
+        history: int = 1000,
+    ) -> None:
+        super().__init__(prefix=prefix, clock=clock)
+        root = "/" + root.strip("/")
+        if root == "/" or history < 1:
+            raise ConfigurationError("root must not be '/', and history must be at least 1")
+        chroot = "/" + location.path.strip("/") if location.path.strip("/") else ""
+        hosts = ",".join(f"{h}:{p}" for h, p in location.endpoints(2181)) + chroot
+        self._url = f"zookeeper://{hosts}"
+        self._layout = layout = Layout(root)
+        self._zk = zk = Boundary(hosts, timeout, session_timeout, layout.log)
+        self._blobs = Blobs(zk, layout)
+        self._keys = Keys(zk, layout, self._blobs)
+        self._worker = Worker(zk, layout, self._keys, self._blobs, history, closed=lambda: self.closed)
+        self._sessions = Sessions(zk, layout, self._keys, defer=lambda task: self._worker.submit("lost", task))
+        self._writer = Writer(zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete)
+        zk.on_trim_due = self._worker.trim
+        zk.client.add_listener(self._worker.on_state)
+        try:
+            zk.call(lambda t: [t.wait(zk.client.ensure_path_async(p)) for p in (layout.kv, layout.log, layout.blob)])
+        except BaseException:
+            stop(zk.client)
+            raise
+
+    def describe(self) -> str:
+        return self._url
+
+    def _get(self, key: str) -> KVPair | None:
+
+        def attempt(t: Try) -> KVPair | None:
+            read = self._keys.read(t, key)
+            return None if read is None else self._keys.pair(t, key, *read)
+
+        return self._zk.call(attempt)
+
+    def _list(self, prefix: str) -> builtins.list[KVPair]:
+        def attempt(t: Try) -> builtins.list[KVPair]:
+            pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in self._keys.scan(t, prefix)[0])
+            return [pair for pair in pairs if pair is not None]
+
+        return self._zk.call(attempt)
+
+    def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
+        return self._writer.write(key, value, ttl, lease, "any")
+
+    def _atomic_put(
+        self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
+    ) -> KVPair:
+        return self._writer.write(key, value, ttl, lease, "absent" if revision is None else revision)
+
+    def _delete(self, key: str) -> bool:
+        paths = self._layout.paths(key)
+
+        def attempt(t: Try) -> bool:
+            try:
+                self._keys.remove(t, key)
+            except Failed as exc:
+                if exc.on(NoNodeError, "delete", paths.guard):  # a key without a guard (not written by coord)
+                    self._zk.commit(t, [("delete", paths.path), ("log", entry(b"D", key))])
+                    return True
+                if not exc.on(NoNodeError, "delete", paths.path):
+                    raise
+                self._keys.reap_guard(t, key)
+                return t.retried  # a retry that finds nothing: our first try deleted it
+            return True
+
+        return self._zk.call(attempt)
+
+    def _atomic_delete(self, key: str, revision: int) -> None:
+
+        def attempt(t: Try) -> None:
+            read = self._keys.read(t, key)
+            if read is None:
+                if t.retried:
+                    return
+                raise KeyNotFound("the key is gone")
+            node, stat = read
+            check_expected(revision, node.expired(stat), stat.mzxid)
+            try:
+                self._keys.remove(t, key, stat.version, node.blob)
+            except Failed as exc:
+                if isinstance(exc.error, BadVersionError):
+                    raise KeyModified("the key changed during the delete") from None
+                if isinstance(exc.error, NoNodeError):
+                    raise KeyNotFound("the key is gone") from None
+                raise
+
+        self._zk.call(attempt)
+
+    def _delete_tree(self, prefix: str) -> None:
+        self._zk.call(lambda t: self._delete_under(t, prefix))
+
+    def _delete_under(self, t: Try, prefix: str) -> None:
+        for _ in range(100):
+            found, dirs = self._keys.scan(t, prefix)
+            found.sort()
+            try:
+                for start in range(0, len(found), _BATCH):
+                    ops = []
+                    for key, node, _ in found[start : start + _BATCH]:
+                        ops += self._keys.removal(key, -1, [node.blob] if node.blob else [])
+                    self._zk.commit(t, ops)
+            except Failed as exc:
+                if isinstance(exc.error, (NoNodeError, NotEmptyError)):
+                    continue  # someone deleted or rewrote one meanwhile: look again
+                raise
+            # Bare directories, deepest first; one that gained a key meanwhile stays.
+            for folder in sorted(dirs, key=lambda d: (-d.count("/"), d)):
+                if folder.startswith(prefix):
+                    with contextlib.suppress(NotEmptyError, NoNodeError):
+                        t.wait(self._zk.client.delete_async(self._layout.dir(folder)))
+            return
+
+    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+        self._worker.watch(watch, key, tree, start_revision)
+
+    def _unwatch(self, watch: Watch) -> None:
+        self._worker.log.forget(watch)
+
+    def _lease_grant(self, ttl: float) -> tuple[int, float]:
+        return self._sessions.grant(ttl)
+
+    def _lease_keepalive(self, lease: Lease) -> bool:
+        return self._sessions.keepalive(lease)
+
+    def _lease_revoke(self, lease: Lease) -> None:
+        self._sessions.revoke(lease)
+
+    def _close(self) -> None:
+        self._worker.wake()
+        self._sessions.close()
+        stop(self._zk.client)

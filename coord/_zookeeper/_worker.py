@@ -1,0 +1,178 @@
+"""The one background thread of a Store: feeds its watches, watches lease keys, reaps ttl keys, trims the log.
+
+It starts with the first task and runs every task in order, so watch state
+needs no locking beyond what ``_log`` keeps. Kazoo calls back on its own
+thread (which must not block), so those callbacks only queue tasks here.
+
+What a watched put asks of the Store (``_track``): a lease key's znode is
+watched, so that when its session expires, unlogged, this Store logs the
+delete at once; a ttl key is reaped (deleted, logged) at its expiry.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from kazoo.client import KazooState
+from kazoo.protocol.states import EventType
+
+from .._errors import CoordError, StoreUnavailable
+from .._watch import Watch
+from ._blobs import Blobs
+from ._boundary import Boundary, Try
+from ._keys import Keys
+from ._layout import Layout, Node
+from ._log import Log
+
+log = logging.getLogger("coord.zookeeper")
+
+Task = tuple[str, Callable[[], None]]  # a name for the logs, and what to run
+_RETRY_TAIL = 0.5  # seconds before reading the log again after a failed read
+
+
+class Worker:
+    def __init__(
+        self, zk: Boundary, layout: Layout, keys: Keys, blobs: Blobs, history: int, closed: Callable[[], bool]
+    ) -> None:
+        self._zk, self._layout, self._keys, self._closed = zk, layout, keys, closed
+        self.log = Log(zk, layout, keys, blobs, history, track=self._track, on_event=self._on_event)
+        self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._ephemerals: dict[str, str] = {}  # watched lease keys: path -> key
+        self._reaps: list[tuple[float, str, int]] = []  # (due, key, mzxid) of ttl keys
+        self._retry_tail: float | None = None
+
+    def submit(self, name: str, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed():
+                self._thread = threading.Thread(target=self._work, name="coord-zookeeper", daemon=True)
+                self._thread.start()
+        self._tasks.put((name, task))
+
+    def wake(self) -> None:
+        """Let the thread see that the Store closed."""
+        self._tasks.put(("close", lambda: None))
+
+    def watch(self, watch: Watch, key: str, tree: bool, start: int | None) -> None:
+        """Start feeding ``watch``; return once its snapshot or replay was delivered."""
+        done: Future[None] = Future()
+
+        def task() -> None:
+            try:
+                self.log.start(watch, key, tree, start)
+            except Exception as exc:
+                done.set_exception(exc)
+                raise
+            done.set_result(None)
+
+        self.submit("watch", task)
+        try:
+            done.result(timeout=self._zk.timeout * 4)
+        except FutureTimeout as exc:
+            raise StoreUnavailable("the watch did not start in time") from exc
+
+    def reap_at(self, key: str, mzxid: int, expires: float) -> None:
+        """Reap a ttl key at ``expires`` (server wall clock, seconds), unless written since."""
+        self.submit("reap", lambda: self._schedule(key, mzxid, expires))
+
+    def trim(self) -> None:
+        self.submit("trim", lambda: self._zk.call(self.log.trim))
+
+    def on_state(self, state: str) -> None:
+        """Kazoo's state listener of the main client."""
+        if state == KazooState.CONNECTED and self._thread is not None:
+            self.submit("connected", lambda: self._feeding(self._reconnected))  # kazoo forgot every watch: re-arm
+
+    def _on_event(self, event: Any) -> None:
+        if event.type == EventType.NONE or event.path is None:
+            return
+        if event.path == self._layout.log:
+            self.submit("log", lambda: self._feeding(self.log.tail))
+        else:
+            self.submit("key", lambda: self._retrying(lambda: self._key_changed(event.path)))
+
+    def _work(self) -> None:
+        while not self._closed():
+            now = time.monotonic()
+            due = min([now + 1.0, *(r[0] for r in self._reaps[:1]), *([self._retry_tail] if self._retry_tail else [])])
+            try:
+                name, task = self._tasks.get(timeout=max(0.0, due - now))
+            except queue.Empty:
+                name, task = "tick", lambda: None
+            self._run_due()
+            self._run(name, task)
+
+    @staticmethod
+    def _run(name: str, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except CoordError as exc:
+            log.debug("zookeeper worker: %s failed: %s", name, exc)
+        except Exception:  # never let the worker die
+            log.exception("zookeeper worker: %s failed", name)
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        while self._reaps and self._reaps[0][0] <= now:
+            _, key, mzxid = heapq.heappop(self._reaps)
+            self._run("reap", functools.partial(self._keys.reap, key, mzxid))
+        if self._retry_tail is not None and self._retry_tail <= now:
+            self._retry_tail = None
+            self._run("connected", lambda: self._feeding(self._reconnected))
+
+    def _feeding(self, read: Callable[[], None]) -> None:
+        """Read the log for the watches, if any."""
+        if not self.log.watched():
+            self.log.seq = None  # nothing to feed: stop re-arming the log's watch; the next watch starts afresh
+            return
+        self._retrying(read)
+
+    def _retrying(self, read: Callable[[], None]) -> None:
+        """Read for the watches; on failure, read everything again shortly (watches may have been lost too)."""
+        try:
+            read()
+        except CoordError:
+            self._retry_tail = time.monotonic() + _RETRY_TAIL
+            raise
+
+    def _reconnected(self) -> None:
+        self.log.tail()
+        for path, key in list(self._ephemerals.items()):
+            self._check_ephemeral(path, key)
+
+    def _key_changed(self, path: str) -> None:
+        watched = self._ephemerals.get(path)
+        if watched is not None:
+            self._check_ephemeral(path, watched)
+
+    def _schedule(self, key: str, mzxid: int, expires: float) -> None:
+        due = time.monotonic() + max(0.0, expires - time.time()) + 0.01
+        heapq.heappush(self._reaps, (due, key, mzxid))
+
+    def _check_ephemeral(self, path: str, key: str) -> None:
+        def attempt(t: Try) -> None:
+            if t.wait(self._zk.client.exists_async(path, watch=self._on_event)) is None:
+                self._ephemerals.pop(path, None)
+                self._keys.reap_guard(t, key)
+
+        self._zk.call(attempt)
+
+    def _track(self, key: str, node: Node, stat: Any) -> None:
+        """What a watched put asks of this Store: watch a lease key's znode, reap a ttl key at expiry."""
+        if stat.ephemeralOwner or node.lease is not None:
+            path = self._layout.paths(key).path
+            if path not in self._ephemerals:
+                self._ephemerals[path] = key
+                self._check_ephemeral(path, key)
+        if node.ttl_ms:
+            self._schedule(key, stat.mzxid, (stat.mtime + node.ttl_ms) / 1000)
