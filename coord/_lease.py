@@ -178,8 +178,9 @@ class LeaseKeeper:
         sent = self._clock.now()
         try:
             exists = self._renew(lease)
-        except CoordError as exc:
-            log.debug("renewing %r failed: %s", lease, exc)
+        except Exception as exc:  # a backend's bug must not stop the renewals of every lease
+            if not isinstance(exc, CoordError):
+                log.warning("renewing %r raised %r; retrying", lease, exc)
             lease._next_renewal = sent + min(lease.ttl * _RETRY_FRACTION, _RETRY_CAP)
             return
         if not exists:
@@ -213,5 +214,5 @@ class LeaseKeeper:
                 if self._closed:
                     return
                 delay = None if upcoming is None else max(0.0, upcoming - self._clock.now())
-                # Wake a little after the deadline, never before it.
-                self._cond.wait(timeout=None if delay is None else delay + 0.001)
+                # A wake-up that comes early just loops: _expire_due compares with the clock.
+                self._cond.wait(timeout=delay)

@@ -369,6 +369,8 @@ class RedisStore(Store):
                     return fn()
         except RedisError as exc:
             raise _translate(exc, self._where) from exc
+        except (OSError, ValueError) as exc:  # redis-py's socket code, e.g. a connection closed under it
+            raise StoreUnavailable(f"redis connection failed: {exc}", backend="redis") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, name: str, *args: str | bytes, client: redis.Redis | None = None) -> Any:

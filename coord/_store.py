@@ -231,10 +231,15 @@ class Store(abc.ABC):
                 full = f"{self._prefix}/{full}" if self._prefix and full else full or self._prefix
             yield full
         except CoordError as exc:
+            if self._closed and not isinstance(exc, StoreClosed):
+                # The store was closed while the operation ran: say so, not how the connection died.
+                raise StoreClosed(
+                    "the store was closed during the operation", key=_label(key), backend=self.backend
+                ) from exc
             if exc.backend is None:
                 exc.backend = self.backend
-            if exc.key is None and isinstance(key, str):
-                exc.key = key
+            if exc.key is None:
+                exc.key = _label(key)
             raise
 
     def _check_write(self, value: bytes, ttl: float | None, lease: Lease | None) -> None:
@@ -298,6 +303,10 @@ class Store(abc.ABC):
 
 
 _NO_KEY = object()  # for operations that concern no key (leases)
+
+
+def _label(key: object) -> str | None:
+    return key if isinstance(key, str) else None
 
 
 def _ttl(ttl: float | None) -> float | None:
