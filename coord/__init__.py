@@ -6,8 +6,10 @@ election, locks, semaphores, service registration and barriers on any of
 them.
 """
 
+from ._barrier import Barrier, DoubleBarrier
 from ._clock import Clock, ManualClock, SystemClock
 from ._connect import connect, default_store
+from ._election import Election, Leadership
 from ._errors import (
     ConfigurationError,
     CoordError,
@@ -21,24 +23,35 @@ from ._errors import (
     StoreUnavailable,
 )
 from ._lease import Lease
+from ._lock import Lock
+from ._registration import Instance, Registration, discover, register, registered_service, watch_service
+from ._semaphore import Semaphore
 from ._store import Store
 from ._types import Event, KVPair
 from ._watch import Watch
 
 __all__ = [
+    "Barrier",
     "Clock",
     "ConfigurationError",
     "CoordError",
+    "DoubleBarrier",
+    "Election",
     "Event",
+    "Instance",
     "InvalidKey",
     "KVPair",
     "KeyExists",
     "KeyModified",
     "KeyNotFound",
+    "Leadership",
     "Lease",
     "LeaseExpired",
+    "Lock",
     "ManualClock",
     "NotSupported",
+    "Registration",
+    "Semaphore",
     "Store",
     "StoreClosed",
     "StoreUnavailable",
@@ -46,6 +59,10 @@ __all__ = [
     "Watch",
     "connect",
     "default_store",
+    "discover",
+    "register",
+    "registered_service",
+    "watch_service",
 ]
 
 __version__ = "0.1.0"

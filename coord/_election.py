@@ -1,0 +1,154 @@
+"""Leader election: the candidate with the oldest ticket leads.
+
+Candidates queue as ``_waiting`` describes, under ``election/<name>``, with
+``limit=1``; each ticket's value is its candidate's value, so the leader's
+value is the value of the oldest ticket.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._errors import CoordError, KeyModified, KeyNotFound, LeaseExpired
+from ._lease import Lease
+from ._store import Store
+from ._waiting import Hold, join, name_segment, next_batch, resolve
+
+__all__ = ["Election", "Leadership"]
+
+
+class Election:
+    """A named election among candidates sharing one store.
+
+    ``store=None`` uses ``coord.default_store()``. ``ttl`` is the lease of
+    each campaign: a leader that dies is replaced within ``ttl`` plus the
+    backend's expiry delay (see docs/recipes.md). ``value`` is what
+    ``leader()`` and ``observe()`` report while this candidate leads.
+    """
+
+    def __init__(self, name: str, *, store: Store | None = None, ttl: float = 10.0, value: bytes = b"") -> None:
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        self.name = name
+        self.ttl = ttl
+        self.value = value
+        self._store = store
+        self._prefix = f"election/{name_segment(name)}"
+
+    def campaign(self, timeout: float | None = None) -> Leadership:
+        """Block until this candidate leads; ``TimeoutError`` if ``timeout`` seconds pass first.
+
+        Candidates are served in the order they campaigned. A candidate whose
+        lease is lost while it waits queues again, at the back.
+        """
+        hold = join(resolve(self._store), self._prefix, self.value, ttl=self.ttl, limit=1, timeout=timeout)
+        if hold is None:
+            raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
+        return Leadership(self, hold)
+
+    def leader(self) -> bytes | None:
+        """The current leader's value, or ``None`` when nobody leads."""
+        tickets = resolve(self._store).list(self._prefix)
+        return min(tickets, key=lambda pair: pair.created).value if tickets else None
+
+    def observe(self) -> Iterator[bytes]:
+        """The leader's value now and each time the leader or its value changes.
+
+        Intervals with no leader are not reported. Blocks between changes;
+        ends when the store is closed; close the generator to stop watching.
+        """
+        store = resolve(self._store)
+        with store.watch_tree(self._prefix) as watch:
+            seen: tuple[str, bytes] | None = None
+            while True:
+                try:
+                    tickets = store.list(self._prefix)
+                except CoordError:
+                    if store.closed:
+                        return  # closed while we looked: the end, not an error
+                    raise
+                if tickets:
+                    first = min(tickets, key=lambda pair: pair.created)
+                    if (first.key, first.value) != seen:
+                        seen = (first.key, first.value)
+                        yield first.value
+                if not next_batch(watch):
+                    return
+
+    def __repr__(self) -> str:
+        return f"<Election {self.name!r}>"
+
+
+class Leadership:
+    """This candidate's term as leader. A context manager that resigns on exit.
+
+    ``is_leader`` is exact at the moment it is read: it turns false when the
+    lease is lost, no later than the moment the store may remove the
+    leader's key and elect another. Then ``lost`` is set and the ``on_lost``
+    callbacks run. ``token`` is the fencing token: strictly higher for every
+    later leader of the same election.
+    """
+
+    def __init__(self, election: Election, hold: Hold) -> None:
+        self.election = election
+        self._hold = hold
+        self._lock = threading.Lock()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._hold.alive
+
+    @property
+    def token(self) -> int:
+        return self._hold.token
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the lease is lost while leading (not by ``resign()``)."""
+        return self._hold.lease.lost
+
+    @property
+    def lease(self) -> Lease:
+        """The leader's lease: keys written with it go when the leadership does."""
+        return self._hold.lease
+
+    @property
+    def value(self) -> bytes:
+        return self._hold.pair.value
+
+    def on_lost(self, callback: Callable[[Leadership], Any]) -> None:
+        """Call ``callback(leadership)`` once if the lease is lost (at once if it already is).
+
+        It runs in the lease keeper's thread: keep it quick.
+        """
+        self._hold.lease.on_lost(lambda _lease: callback(self))
+
+    def proclaim(self, value: bytes) -> None:
+        """Change the leader's value without a new election; ``LeaseExpired`` if no longer leader."""
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        with self._lock:
+            hold = self._hold
+            if not hold.alive:
+                raise LeaseExpired("no longer the leader", key=hold.pair.key)
+            try:
+                # Compare-and-swap on our own ticket: succeeds only while it is still ours.
+                hold.pair = hold.store.atomic_put(hold.pair.key, value, hold.pair, lease=hold.lease)
+            except (KeyNotFound, KeyModified) as exc:
+                raise LeaseExpired("no longer the leader", key=hold.pair.key) from exc
+
+    def resign(self) -> None:
+        """Stop leading now; the next candidate is elected within one watch round trip. Idempotent."""
+        self._hold.release()
+
+    def __enter__(self) -> Leadership:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.resign()
+
+    def __repr__(self) -> str:
+        state = "leading" if self.is_leader else "lost" if self.lost.is_set() else "resigned"
+        return f"<Leadership {self.election.name!r} token={self.token} {state}>"

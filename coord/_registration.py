@@ -1,0 +1,289 @@
+"""Service registration with TTL heartbeats, and discovery.
+
+An instance is the key ``services/<service>/<instance id>`` holding JSON
+``{"address", "metadata", "registered_at"}``, bound to a lease that the
+store's keeper renews (the heartbeat). If the lease is lost (the process was
+paused, the store was unreachable past the ttl) the key is gone from the
+store; one background thread per process then registers the instance again,
+under the same id, as soon as the store answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import inspect
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from ._errors import CoordError
+from ._lease import Lease
+from ._store import Store
+from ._types import KVPair
+from ._waiting import name_segment, next_batch, resolve, revoke_quietly
+
+__all__ = ["Instance", "Registration", "discover", "register", "registered_service", "watch_service"]
+
+log = logging.getLogger("coord.recipes")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Re-registration retries back off from the first to the last delay, in seconds.
+_RETRY_FIRST = 0.1
+_RETRY_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One live instance of a service, as ``discover`` finds it."""
+
+    service: str
+    id: str
+    address: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    registered_at: float = 0.0  # time.time() when this instance (last) registered
+
+
+class Registration:
+    """A registered instance; a context manager that deregisters on exit.
+
+    ``registered`` is exact at the moment read (the lease is alive). After a
+    lease loss the instance re-registers by itself, with the same ``id``,
+    once the store answers again.
+    """
+
+    def __init__(
+        self, store: Store, service: str, *, address: str, metadata: Mapping[str, Any] | None, ttl: float
+    ) -> None:
+        if not isinstance(address, str) or not address:
+            raise ValueError("address must be a non-empty str")
+        self.store = store
+        self.service = service
+        self.address = address
+        self.metadata = dict(metadata or {})
+        self.ttl = ttl
+        self.id = uuid.uuid4().hex
+        self.key = f"{_service_prefix(service)}/{self.id}"
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._closed = False
+        self._failures = 0  # failed re-registrations since the last success (for backoff)
+        with self._lock:
+            self._register()
+
+    @property
+    def registered(self) -> bool:
+        lease = self._lease
+        return lease is not None and lease.alive and not self._closed
+
+    @property
+    def lease(self) -> Lease | None:
+        """The current lease (a new one after each re-registration)."""
+        return self._lease
+
+    def close(self) -> None:
+        """Deregister now (the key goes with the lease). Idempotent."""
+        with self._lock:
+            self._closed = True
+            if self._lease is not None:
+                revoke_quietly(self._lease)
+
+    def __enter__(self) -> Registration:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Registration {self.service!r} {self.id} {'up' if self.registered else 'down'}>"
+
+    # -- the work --------------------------------------------------------------
+
+    def _register(self) -> None:
+        """Write the key with a fresh lease. Called with ``_lock`` held; raises what the store raises."""
+        body = {"address": self.address, "metadata": self.metadata, "registered_at": time.time()}
+        lease = self.store.lease(self.ttl)
+        try:
+            self.store.put(self.key, json.dumps(body).encode(), lease=lease)
+        except BaseException:
+            revoke_quietly(lease)
+            raise
+        self._lease = lease
+        lease.on_lost(self._lease_lost)
+
+    def _lease_lost(self, lease: Lease) -> None:
+        # In the keeper's thread: hand the work over, never block here.
+        _reregistrar.schedule(self, 0.0)
+
+    def _retry(self) -> bool:
+        """Register again if still needed; False if the store did not answer (try later)."""
+        with self._lock:
+            if self._closed or self.store.closed or self.registered:
+                return True
+            try:
+                self._register()
+            except CoordError as exc:
+                self._failures += 1
+                log.info("re-registering %s failed (%s); retrying", self.key, exc)
+                return False
+            self._failures = 0
+            log.info("re-registered %s after its lease was lost", self.key)
+            return True
+
+
+class _Reregistrar:
+    """The one thread per process that registers instances again after their leases were lost."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Registration]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, registration: Registration, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), registration))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="coord-reregister", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cond.wait(timeout=self._due[0][0] - time.monotonic() if self._due else None)
+                _, _, registration = heapq.heappop(self._due)
+            try:
+                done = registration._retry()
+            except Exception:  # this one thread serves every registration: it must not die
+                log.exception("re-registering %s failed unexpectedly; retrying", registration.key)
+                registration._failures += 1
+                done = False
+            if not done:
+                delay = min(_RETRY_MAX, _RETRY_FIRST * 2 ** min(registration._failures, 10), registration.ttl / 3)
+                self.schedule(registration, delay)
+
+
+_reregistrar = _Reregistrar()
+
+
+def _forget_after_fork() -> None:
+    global _reregistrar
+    _reregistrar = _Reregistrar()  # the parent's thread does not exist in the child
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def register(
+    service: str,
+    *,
+    address: str,
+    metadata: Mapping[str, Any] | None = None,
+    ttl: float = 10.0,
+    store: Store | None = None,
+) -> Registration:
+    """Register an instance of ``service`` at ``address`` until the Registration is closed.
+
+    ``metadata`` must be JSON-serialisable. The instance disappears from
+    ``discover`` within ``ttl`` (plus the backend's expiry delay) if its
+    process dies, and at once when closed.
+    """
+    return Registration(resolve(store), service, address=address, metadata=metadata, ttl=ttl)
+
+
+def registered_service(
+    service: str,
+    *,
+    address: str,
+    ttl: float = 10.0,
+    metadata: Mapping[str, Any] | None = None,
+    store: Store | None = None,
+) -> Callable[[F], F]:
+    """Decorate a function (plain or ``async def``) to run registered as ``service``.
+
+    The instance is registered before the function starts and deregistered
+    when it returns or raises. For coroutines the store calls run in a
+    worker thread, so the event loop is never blocked.
+    """
+
+    def decorate(function: F) -> F:
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                registration = await asyncio.to_thread(
+                    register, service, address=address, metadata=metadata, ttl=ttl, store=store
+                )
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    await asyncio.to_thread(registration.close)
+
+            return cast(F, run_async)
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with register(service, address=address, metadata=metadata, ttl=ttl, store=store):
+                return function(*args, **kwargs)
+
+        return cast(F, run)
+
+    return decorate
+
+
+def discover(service: str, *, store: Store | None = None) -> list[Instance]:
+    """The live instances of ``service``, ordered by instance id."""
+    found = (_instance(service, pair) for pair in resolve(store).list(_service_prefix(service)))
+    return [instance for instance in found if instance is not None]
+
+
+def watch_service(service: str, *, store: Store | None = None) -> Iterator[list[Instance]]:
+    """The live instances of ``service`` now, then again each time the list changes.
+
+    Ends when the store is closed; close the generator to stop watching.
+    """
+    store = resolve(store)
+    with store.watch_tree(_service_prefix(service)) as watch:
+        seen: list[Instance] | None = None
+        while True:
+            try:
+                current = discover(service, store=store)
+            except CoordError:
+                if store.closed:
+                    return  # closed while we looked: the end, not an error
+                raise
+            if current != seen:
+                seen = current
+                yield current
+            if not next_batch(watch):
+                return
+
+
+def _service_prefix(service: str) -> str:
+    return f"services/{name_segment(service)}"
+
+
+def _instance(service: str, pair: KVPair) -> Instance | None:
+    try:
+        body = json.loads(pair.value)
+        return Instance(
+            service=service,
+            id=pair.key.rsplit("/", 1)[-1],
+            address=str(body["address"]),
+            metadata=dict(body.get("metadata") or {}),
+            registered_at=float(body.get("registered_at", 0.0)),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring malformed instance %s: %s", pair.key, exc)
+        return None
