@@ -136,7 +136,14 @@ class Leadership:
             try:
                 # Compare-and-swap on our own ticket: succeeds only while it is still ours.
                 hold.pair = hold.store.atomic_put(hold.pair.key, value, hold.pair, lease=hold.lease)
-            except (KeyNotFound, KeyModified) as exc:
+            except KeyModified as exc:
+                # An earlier proclaim may have been applied with its reply lost: the ticket
+                # is still ours if it is still bound to our lease. Swap again on what is there.
+                current = hold.store.get(hold.pair.key)
+                if current.lease != hold.lease.id:
+                    raise LeaseExpired("no longer the leader", key=hold.pair.key) from exc
+                hold.pair = hold.store.atomic_put(hold.pair.key, value, current, lease=hold.lease)
+            except KeyNotFound as exc:
                 raise LeaseExpired("no longer the leader", key=hold.pair.key) from exc
 
     def resign(self) -> None:

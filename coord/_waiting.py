@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from urllib.parse import quote
 
 from ._connect import default_store
@@ -191,11 +192,19 @@ def wait_deleted(store: Store, pair: KVPair, lease: Lease | None, deadline: floa
     _wait_changed(store, pair, lease, deadline, wake_on_put=False)
 
 
-def next_event(watch: Watch, lease: Lease | None, deadline: float | None, store: Store) -> Event:
+def next_event(
+    watch: Watch,
+    lease: Lease | None,
+    deadline: float | None,
+    store: Store,
+    recheck: Callable[[], Event | None] | None = None,
+) -> Event:
     """The watch's next event; ``TicketLost`` once ``lease`` is lost, ``TimeoutError`` at ``deadline``.
 
     A lease is lost at its deadline at the latest, so waking then to look is
-    enough: the wait costs no round trips.
+    enough: the wait costs no round trips. ``recheck``, called at those
+    wake-ups (about once a ttl), may return the event the watch should have
+    brought: a safety net should a backend's watch miss one.
     """
     while True:
         now = store.clock.now()
@@ -209,6 +218,8 @@ def next_event(watch: Watch, lease: Lease | None, deadline: float | None, store:
         if lease is not None:
             waits.append(max(0.0, lease.deadline - now) + _LEASE_CHECK_SLACK)
         event = watch.get(timeout=min(waits, default=None))
+        if event is None and recheck is not None:
+            event = recheck()
         if event is not None:
             return event
 
@@ -243,11 +254,19 @@ def _wait_changed(store: Store, pred: KVPair, lease: Lease | None, deadline: flo
         if wake_on_put and current.revision != pred.revision:
             return f"{pred.key} had moved up"
         while True:
-            event = next_event(watch, lease, deadline, store)
+            event = next_event(watch, lease, deadline, store, recheck=lambda: _gone(store, pred.key))
             if event.type == "delete":
                 return f"{pred.key} was deleted"
             if wake_on_put and event.revision > pred.revision:
                 return f"{pred.key} moved up"
+
+
+def _gone(store: Store, key: str) -> Event | None:
+    """A delete event for ``key`` if it no longer exists (the watch should have said so)."""
+    try:
+        return None if store.exists(key) else Event("delete", key, None, 0)
+    except CoordError:
+        return None  # unreachable now: the next wake-up looks again
 
 
 def _wait_any_deleted(store: Store, prefix: str, holders: list[KVPair], lease: Lease, deadline: float | None) -> str:

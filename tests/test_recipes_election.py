@@ -239,3 +239,17 @@ def test_failover_across_processes_has_at_most_one_leader_at_a_time(process_url:
     # (A leader told to resign at once may resign before its first stamp: it then has no block.)
     assert blocks == [i for i in in_order if i in blocks], f"leaderships overlapped: {blocks}, led: {in_order}"
     assert len(blocks) >= 3
+
+
+def test_proclaim_survives_a_lost_reply() -> None:
+    """A proclaim applied with its reply lost must not make the next proclaim think leadership is gone."""
+    store = FaultyStore(coord.connect("memory://"))
+    leadership = coord.Election("lost-reply", store=store, ttl=5).campaign(timeout=5)
+    store.inject("lose_reply", op="atomic_put")
+    with pytest.raises(coord.StoreUnavailable):
+        leadership.proclaim(b"first")
+    leadership.proclaim(b"second")
+    assert leadership.is_leader
+    assert coord.Election("lost-reply", store=store).leader() == b"second"
+    leadership.resign()
+    store.close()
