@@ -6,10 +6,8 @@ election, locks, semaphores, service registration and barriers on any of
 them.
 """
 
-from ._barrier import Barrier, DoubleBarrier
 from ._clock import Clock, ManualClock, SystemClock
 from ._connect import connect, default_store
-from ._election import Election, Leadership
 from ._errors import (
     ConfigurationError,
     CoordError,
@@ -23,12 +21,23 @@ from ._errors import (
     StoreUnavailable,
 )
 from ._lease import Lease
-from ._lock import Lock
-from ._registration import Instance, Registration, discover, register, registered_service, watch_service
-from ._semaphore import Semaphore
 from ._store import Store
 from ._types import Event, KVPair
 from ._watch import Watch
+from .recipes import (
+    Barrier,
+    DoubleBarrier,
+    Election,
+    Instance,
+    Leadership,
+    Lock,
+    Registration,
+    Semaphore,
+    discover,
+    register,
+    registered_service,
+    watch_service,
+)
 
 __all__ = [
     "Barrier",

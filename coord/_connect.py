@@ -1,55 +1,22 @@
-"""``connect(url)``: pick a backend by URL scheme and open it.
-
-Backends live in their own modules and import their client libraries there,
-so a backend's library is imported only when a store of that kind is opened.
-"""
+"""``connect(url)``: open the backend of a URL's scheme (see ``_registry``), and the process's default Store."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from ._errors import ConfigurationError
+from ._registry import find
 from ._store import Store
+from ._url import parse_url
 
-__all__ = ["Location", "connect", "default_store", "default_url"]
-
-# scheme -> (module, class, pip extra that brings its client library)
-_BACKENDS: Mapping[str, tuple[str, str, str | None]] = {
-    "memory": ("coord._memory", "MemoryStore", None),
-    "sqlite": ("coord._sqlite", "SQLiteStore", None),
-    "etcd": ("coord._etcd", "EtcdStore", "etcd"),
-    "etcd2": ("coord._etcd2", "Etcd2Store", "etcd"),
-    "zookeeper": ("coord._zookeeper", "ZooKeeperStore", "zookeeper"),
-    "zk": ("coord._zookeeper", "ZooKeeperStore", "zookeeper"),
-    "consul": ("coord._consul", "ConsulStore", "consul"),
-    "redis": ("coord._redis", "RedisStore", "redis"),
-    "rediss": ("coord._redis", "RedisStore", "redis"),
-}
+__all__ = ["connect", "default_store", "default_url"]
 
 # Options every backend takes, with their query-string parsers.
 _COMMON_OPTIONS: Mapping[str, Callable[[str], object]] = {"timeout": float, "prefix": str}
-
-
-@dataclass(frozen=True)
-class Location:
-    """A parsed store URL: ``scheme://host:port[,host:port...]/path``."""
-
-    url: str
-    scheme: str
-    hosts: list[tuple[str, int | None]] = field(default_factory=list)
-    path: str = ""
-
-    def endpoints(self, default_port: int) -> list[tuple[str, int]]:
-        """The hosts, with ``default_port`` where none was given (``127.0.0.1`` when no host was)."""
-        hosts = self.hosts or [("127.0.0.1", None)]
-        return [(host, default_port if port is None else port) for host, port in hosts]
 
 
 def default_url() -> str:
@@ -79,24 +46,19 @@ def connect(url: str | None = None, **options: object) -> Store:
         url = default_url()
     if not isinstance(url, str):
         raise ConfigurationError(f"a store URL must be a str, not {type(url).__name__}")
-    location, query = _parse(url)
-    store_class = _backend_class(location.scheme)
+    location, query = parse_url(url)
+    store_class = find(location.scheme).load()
     parsers = {**_COMMON_OPTIONS, **store_class.OPTIONS}
     merged: dict[str, object] = {}
     for name, text in query.items():
-        if name not in parsers:
-            raise ConfigurationError(
-                f"unknown option {name!r} for {location.scheme}:// (known: {', '.join(sorted(parsers))})"
-            )
+        _check_known(name, parsers, location.scheme)
         try:
             merged[name] = parsers[name](text)
         except ValueError as exc:
             raise ConfigurationError(f"option {name}={text!r} is not valid: {exc}") from exc
     for name, value in options.items():
-        if name not in parsers and name != "clock":
-            raise ConfigurationError(
-                f"unknown option {name!r} for {location.scheme}:// (known: {', '.join(sorted(parsers))})"
-            )
+        if name != "clock":
+            _check_known(name, parsers, location.scheme)
         merged[name] = value
     try:
         opener: Any = store_class
@@ -106,46 +68,9 @@ def connect(url: str | None = None, **options: object) -> Store:
         raise ConfigurationError(f"bad options for {location.scheme}://: {exc}") from exc
 
 
-def _parse(url: str) -> tuple[Location, dict[str, str]]:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed store URL {url!r}: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if not scheme or "://" not in url:
-        raise ConfigurationError(
-            f"malformed store URL {url!r}: expected scheme://..., for example sqlite:///tmp/coord.db"
-        )
-    hosts: list[tuple[str, int | None]] = []
-    if scheme not in ("sqlite", "memory"):
-        for item in filter(None, parts.netloc.rsplit("@", 1)[-1].split(",")):
-            host, _, port = item.rpartition(":") if ":" in item and not item.endswith("]") else (item, "", "")
-            try:
-                number = int(port) if port else None
-            except ValueError as exc:
-                raise ConfigurationError(f"malformed port {port!r} in store URL {url!r}") from exc
-            if number is not None and not 0 < number < 65536:
-                raise ConfigurationError(f"port {number} out of range in store URL {url!r}")
-            hosts.append((host.strip("[]") or "127.0.0.1", number))
-    path = parts.netloc + parts.path if scheme in ("sqlite", "memory") else parts.path
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    return Location(url, scheme, hosts, path), query
-
-
-def _backend_class(scheme: str) -> type[Store]:
-    if scheme not in _BACKENDS:
-        raise ConfigurationError(f"unknown store scheme {scheme!r}; coord knows {', '.join(sorted(_BACKENDS))}")
-    module_name, class_name, extra = _BACKENDS[scheme]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            raise ConfigurationError(f"the {scheme}:// backend is not available in this version of coord") from exc
-        raise ConfigurationError(
-            f"the {scheme}:// backend needs {exc.name!r}, which is not installed: pip install 'coord[{extra}]'"
-        ) from exc
-    store_class: type[Store] = getattr(module, class_name)
-    return store_class
+def _check_known(name: str, parsers: Mapping[str, object], scheme: str) -> None:
+    if name not in parsers:
+        raise ConfigurationError(f"unknown option {name!r} for {scheme}:// (known: {', '.join(sorted(parsers))})")
 
 
 _default_lock = threading.Lock()

@@ -1,10 +1,10 @@
 """One parametrised fixture runs every Store test against every backend.
 
-memory and sqlite always run. A server backend runs when its test URL is set
-(COORD_TEST_ETCD, COORD_TEST_ETCD2, COORD_TEST_ZOOKEEPER, COORD_TEST_CONSUL,
-COORD_TEST_REDIS). With COORD_REQUIRE_SERVERS=1 (set in CI) a backend that
-exists in coord but whose URL is unset, or whose server does not answer,
-fails the run instead of being left out.
+The backends are coord's backend table (``coord._registry``). Those without a
+server always run; a server backend runs when its test URL is set
+(COORD_TEST_ETCD, COORD_TEST_ZOOKEEPER, COORD_TEST_REDIS). With
+COORD_REQUIRE_SERVERS=1 (set in CI) a backend whose URL is unset, or whose
+server does not answer, fails the run instead of being left out.
 
 Each test gets its own key prefix, so tests never see each other's keys and
 the servers need no cleaning between tests.
@@ -20,38 +20,25 @@ from pathlib import Path
 import pytest
 
 import coord
-from coord._connect import _backend_class
+from coord._registry import BACKENDS, server_backends
 
-# backend name -> the variable holding its test server's URL
-SERVER_BACKENDS = {
-    "etcd": "COORD_TEST_ETCD",
-    "etcd2": "COORD_TEST_ETCD2",
-    "zookeeper": "COORD_TEST_ZOOKEEPER",
-    "consul": "COORD_TEST_CONSUL",
-    "redis": "COORD_TEST_REDIS",
-}
+#: backend name -> the variable holding its test server's URL, from coord's backend table
+SERVER_BACKENDS = {backend.name: backend.test_env for backend in server_backends() if backend.test_env}
 REQUIRE_SERVERS = os.environ.get("COORD_REQUIRE_SERVERS") == "1"
 
-
-def _implemented(backend: str) -> bool:
-    try:
-        _backend_class(backend)
-    except coord.ConfigurationError as exc:
-        return "not available in this version" not in str(exc)
-    return True
+ALL_BACKENDS = [
+    backend.name
+    for backend in BACKENDS
+    if backend.test_env is None or os.environ.get(backend.test_env) or REQUIRE_SERVERS
+]
 
 
 def _server_backends() -> list[str]:
-    names = []
-    for name, var in SERVER_BACKENDS.items():
-        if _implemented(name) and (os.environ.get(var) or REQUIRE_SERVERS):
-            names.append(name)
-    return names
+    return [name for name in ALL_BACKENDS if name in SERVER_BACKENDS]
 
 
-ALL_BACKENDS = ["memory", "sqlite", *_server_backends()]
 #: Backends that several processes can share (everything but memory).
-PROCESS_BACKENDS = [name for name in ALL_BACKENDS if name != "memory"]
+PROCESS_BACKENDS = [backend.name for backend in BACKENDS if backend.shared and backend.name in ALL_BACKENDS]
 
 
 def make_url(backend: str, tmp_path: Path) -> str:

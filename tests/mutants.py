@@ -19,10 +19,13 @@ from typing import Any
 from unittest import mock
 
 import coord
-from coord import _barrier, _lock, _registration, _waiting
 from coord._lease import Lease
 from coord._store import Store
 from coord._types import KVPair
+from coord.recipes import _queue as _waiting
+from coord.recipes import barrier as _barrier
+from coord.recipes import lock as _lock
+from coord.recipes import registration as _registration
 
 
 @dataclass(frozen=True)

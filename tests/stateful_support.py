@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import coord
-from coord._memory import MemoryStore
+from coord.backends.memory import MemoryStore
 from coord.testing import FaultyStore, Killed, Scheduler, Task
 
 __all__ = ["TTL", "Client", "ClientsMachine", "fenced_put"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import coord
-from coord._connect import _parse
+from coord._url import parse_url as _parse
 from tests.helpers import ROOT
 
 
@@ -53,9 +54,20 @@ def test_unknown_and_bad_options_are_configuration_errors(tmp_path: Path) -> Non
         coord.connect("memory://", colour="red")
 
 
-def test_backends_not_yet_in_coord_say_so() -> None:
-    with pytest.raises(coord.ConfigurationError, match="not available in this version"):
-        coord.connect("consul://127.0.0.1:8500")
+def test_an_out_of_tree_backend_registers_through_an_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "myback.py").write_text(
+        "from coord.backends.memory import MemoryStore\nclass MyStore(MemoryStore):\n    backend = 'mine'\n"
+    )
+    info = tmp_path / "myback-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myback\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[coord.backends]\nmine = myback:MyStore\n")
+    code = (
+        "import coord\nwith coord.connect('mine://x') as s:\n    s.put('k', b'v'); print(s.backend, s.get('k').value)"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["mine", "b'v'"]
 
 
 def test_a_missing_client_library_names_the_extra() -> None:

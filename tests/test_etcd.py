@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import coord
-from coord._etcd import EtcdStore
+from coord.backends.etcd import EtcdStore
 from tests.conftest import REQUIRE_SERVERS
 from tests.helpers import drain
 from tests.proxy import Proxy

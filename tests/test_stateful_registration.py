@@ -31,7 +31,7 @@ from hypothesis_profiles import run_machine
 from stateful_support import TTL, Client, ClientsMachine
 
 import coord
-from coord import _registration
+from coord.recipes import registration as _registration
 from coord.testing import FaultyStore, Task
 
 # A failure is shrunk before it is reported, which can take Hypothesis up to five minutes.

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
-from .._types import KVPair
+from ..._types import KVPair
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
 from ._layout import Blob, Layout, Node, decode, entry, join

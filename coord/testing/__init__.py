@@ -50,12 +50,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from ._clock import ManualClock
-from ._errors import StoreUnavailable
-from ._lease import Lease
-from ._store import Store
-from ._types import Event, KVPair
-from ._watch import Watch
+from .._clock import ManualClock
+from .._errors import StoreUnavailable
+from .._lease import Lease
+from .._store import Store
+from .._types import Event, KVPair
+from .._watch import Watch
 
 __all__ = ["Fault", "FaultyStore", "Killed", "Scheduler", "Stalled", "Task"]
 

@@ -25,8 +25,8 @@ from typing import Any
 from kazoo.client import KazooState
 from kazoo.protocol.states import EventType
 
-from .._errors import CoordError, StoreUnavailable
-from .._watch import Watch
+from ..._errors import CoordError, StoreUnavailable
+from ..._watch import Watch
 from ._blobs import Blobs
 from ._boundary import Boundary, Try
 from ._keys import Keys

@@ -29,9 +29,9 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NoNodeError
 
-from .._store import matches
-from .._types import Event
-from .._watch import Watch
+from ..._store import matches
+from ..._types import Event
+from ..._watch import Watch
 from ._blobs import Blobs
 from ._boundary import Boundary, Retry, Try
 from ._keys import Found, Keys

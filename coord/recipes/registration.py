@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from ._errors import CoordError
-from ._lease import Lease
-from ._store import Store
-from ._types import KVPair
-from ._waiting import name_segment, next_batch, resolve, revoke_quietly
+from .._errors import CoordError
+from .._lease import Lease
+from .._store import Store
+from .._types import KVPair
+from ._queue import name_segment, next_batch, resolve, revoke_quietly
 
 __all__ = ["Instance", "Registration", "discover", "register", "registered_service", "watch_service"]
 

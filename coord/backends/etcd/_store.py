@@ -51,9 +51,8 @@ from pyetcd import exceptions as etcd_errors
 from pyetcd.watch import Watcher, WatchResponse
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from ._clock import Clock
-from ._connect import Location
-from ._errors import (
+from ..._clock import Clock
+from ..._errors import (
     ConfigurationError,
     CoordError,
     KeyExists,
@@ -63,10 +62,11 @@ from ._errors import (
     StoreClosed,
     StoreUnavailable,
 )
-from ._lease import Lease
-from ._store import Store
-from ._types import Event, KVPair
-from ._watch import Watch
+from ..._lease import Lease
+from ..._store import Store
+from ..._types import Event, KVPair
+from ..._url import Location
+from ..._watch import Watch
 
 __all__ = ["EtcdStore"]
 

@@ -71,13 +71,21 @@ from redis.exceptions import (
 from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from ._clock import Clock
-from ._connect import Location
-from ._errors import ConfigurationError, CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
-from ._lease import Lease
-from ._store import Store, matches
-from ._types import Event, KVPair
-from ._watch import Watch
+from ..._clock import Clock
+from ..._errors import (
+    ConfigurationError,
+    CoordError,
+    KeyExists,
+    KeyModified,
+    KeyNotFound,
+    LeaseExpired,
+    StoreUnavailable,
+)
+from ..._lease import Lease
+from ..._store import Store, matches
+from ..._types import Event, KVPair
+from ..._url import Location
+from ..._watch import Watch
 
 __all__ = ["RedisStore"]
 

@@ -23,8 +23,8 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NoNodeError
 
-from .._errors import LeaseExpired, StoreUnavailable
-from .._lease import Lease
+from ..._errors import LeaseExpired, StoreUnavailable
+from ..._lease import Lease
 from ._boundary import Boundary, Failed, Try, open_client, start, stop
 from ._keys import Keys
 from ._layout import Layout

@@ -22,9 +22,9 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
-from .._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
-from .._lease import Lease
-from .._types import KVPair
+from ..._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
+from ..._lease import Lease
+from ..._types import KVPair
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
 from ._keys import Keys

@@ -35,12 +35,12 @@ import uuid
 from collections.abc import Callable
 from urllib.parse import quote
 
-from ._connect import default_store
-from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreClosed, StoreUnavailable
-from ._lease import Lease
-from ._store import Store
-from ._types import Event, KVPair
-from ._watch import Watch
+from .._connect import default_store
+from .._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreClosed, StoreUnavailable
+from .._lease import Lease
+from .._store import Store
+from .._types import Event, KVPair
+from .._watch import Watch
 
 __all__ = [
     "Hold",

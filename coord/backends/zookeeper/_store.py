@@ -9,13 +9,13 @@ from typing import ClassVar
 
 from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
 
-from .._clock import Clock
-from .._connect import Location
-from .._errors import ConfigurationError, KeyModified, KeyNotFound
-from .._lease import Lease
-from .._store import Store
-from .._types import KVPair
-from .._watch import Watch
+from ..._clock import Clock
+from ..._errors import ConfigurationError, KeyModified, KeyNotFound
+from ..._lease import Lease
+from ..._store import Store
+from ..._types import KVPair
+from ..._url import Location
+from ..._watch import Watch
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys

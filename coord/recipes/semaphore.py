@@ -6,10 +6,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._lease import Lease
-from ._lock import _Holder
-from ._store import Store
-from ._waiting import name_segment
+from .._lease import Lease
+from .._store import Store
+from ._queue import name_segment
+from .lock import _Holder
 
 __all__ = ["Semaphore"]
 

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._errors import CoordError, KeyModified, KeyNotFound, LeaseExpired
-from ._lease import Lease
-from ._store import Store
-from ._waiting import Hold, join, name_segment, next_batch, resolve
+from .._errors import CoordError, KeyModified, KeyNotFound, LeaseExpired
+from .._lease import Lease
+from .._store import Store
+from ._queue import Hold, join, name_segment, next_batch, resolve
 
 __all__ = ["Election", "Leadership"]
 

@@ -31,7 +31,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from .._errors import StoreClosed, StoreUnavailable
+from ..._errors import StoreClosed, StoreUnavailable
 
 log = logging.getLogger("coord.zookeeper")
 T = TypeVar("T")

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import ClassVar
 
-from ._clock import Clock
-from ._connect import Location
-from ._errors import ConfigurationError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
-from ._lease import Lease
-from ._store import Store, matches
-from ._types import Event, KVPair
-from ._watch import Watch
+from .._clock import Clock
+from .._errors import ConfigurationError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
+from .._lease import Lease
+from .._store import Store, matches
+from .._types import Event, KVPair
+from .._url import Location
+from .._watch import Watch
 
 __all__ = ["SQLiteStore"]
 

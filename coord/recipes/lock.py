@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ._lease import Lease
-from ._store import Store
-from ._waiting import Hold, join, name_segment, resolve
+from .._lease import Lease
+from .._store import Store
+from ._queue import Hold, join, name_segment, resolve
 
 __all__ = ["Lock"]
 

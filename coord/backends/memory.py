@@ -14,14 +14,14 @@ import threading
 import weakref
 from collections import deque
 
-from ._clock import Clock, ManualClock, SystemClock
-from ._connect import Location
-from ._errors import KeyExists, KeyModified, KeyNotFound, LeaseExpired
-from ._keys import is_under
-from ._lease import Lease
-from ._store import Store, matches
-from ._types import Event, KVPair
-from ._watch import Watch
+from .._clock import Clock, ManualClock, SystemClock
+from .._errors import KeyExists, KeyModified, KeyNotFound, LeaseExpired
+from .._keys import is_under
+from .._lease import Lease
+from .._store import Store, matches
+from .._types import Event, KVPair
+from .._url import Location
+from .._watch import Watch
 
 __all__ = ["MemoryStore"]
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from ._errors import KeyExists, KeyNotFound
-from ._lease import Lease
-from ._store import Store
-from ._types import KVPair
-from ._waiting import TicketLost, create_ticket, name_segment, next_event, resolve, revoke_quietly, wait_deleted
+from .._errors import KeyExists, KeyNotFound
+from .._lease import Lease
+from .._store import Store
+from .._types import KVPair
+from ._queue import TicketLost, create_ticket, name_segment, next_event, resolve, revoke_quietly, wait_deleted
 
 __all__ = ["Barrier", "DoubleBarrier"]
 
