@@ -7,22 +7,25 @@ from when it received that renewal, so the client's deadline is never later
 than the server's. Once that deadline passes the lease is lost for good, even
 if a late renewal would still have reached the server: a holder must stop
 acting on a lease before the store can hand its keys to someone else.
+
+The keeper runs on three lanes of the Store's clock: renewals on one, the
+deadlines on another (so a renewal stuck on a dead connection never delays
+the moment a lease is declared lost), and the users' ``on_lost`` callbacks
+on a third (so a slow callback delays neither).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._clock import Clock, ManualClock
+from ._clock import Clock, Timer
 from ._errors import CoordError
 
-if TYPE_CHECKING:
-    from ._store import Store
-
-__all__ = ["Lease"]
+__all__ = ["Lease", "LeaseKeeper"]
 
 log = logging.getLogger("coord.lease")
 
@@ -35,59 +38,47 @@ class Lease:
     """A liveness session: keys bound to it live as long as it is renewed.
 
     ``alive`` is exact at the moment it is read. ``lost`` is set, and the
-    ``on_lost`` callbacks run (in the keeper's thread; keep them quick), when
-    the lease expired, could not be renewed before its deadline, or the store
-    said it no longer exists. Revoking a lease is not losing it: ``lost``
-    stays clear. Use it as a context manager to revoke on exit.
+    ``on_lost`` callbacks run (in a thread of their own, in order), when the
+    lease expired, could not be renewed before its deadline, or the store
+    said it no longer exists; reading ``lost`` checks the deadline too, so it
+    is set no later than ``alive`` turns false. Revoking a lease is not
+    losing it: ``lost`` stays clear. Use it as a context manager to revoke on
+    exit.
     """
 
-    def __init__(self, store: Store, id: int, ttl: float, clock: Clock, granted_at: float) -> None:
+    def __init__(self, id: int, ttl: float, clock: Clock, kept: _Kept) -> None:
         self.id = id
         self.ttl = ttl
-        self.lost = threading.Event()
-        self._store = store
         self._clock = clock
-        self._deadline = granted_at + ttl
-        self._next_renewal = granted_at + ttl / 3
-        self._revoked = False
+        self._kept = kept
+        self.lost: threading.Event = _Lost(self)
         self._callbacks: list[Callable[[Lease], Any]] = []
-        self._lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
-        return not self._revoked and not self.lost.is_set() and self._clock.now() < self._deadline
+        return not self._kept.revoked and not self.lost.is_set()
 
     @property
     def deadline(self) -> float:
         """The moment (on the store's clock) after which the lease counts as lost."""
-        return self._deadline
+        return self._kept.deadline
 
     def on_lost(self, callback: Callable[[Lease], Any]) -> None:
-        """Call ``callback(lease)`` once when the lease is lost; at once if it already is."""
-        with self._lock:
-            if not self.lost.is_set():
+        """Call ``callback(lease)`` once when the lease is lost; at once, in this thread, if it already is."""
+        self.lost.is_set()  # marks the lease lost if its deadline has passed
+        with self._kept.keeper.lock:
+            if not threading.Event.is_set(self.lost):
                 self._callbacks.append(callback)
                 return
-        callback(self)
+        _call(callback, self)
 
     def revoke(self) -> None:
         """End the lease now and delete its keys. Idempotent; best effort once lost."""
-        if self._revoked:
-            return
-        self._revoked = True
-        self._store._forget_lease(self)
+        self._kept.keeper.revoke(self)
 
     def _mark_lost(self) -> None:
-        with self._lock:
-            if self.lost.is_set() or self._revoked:
-                return
-            self.lost.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:  # a user's callback must not kill the keeper
-                log.exception("on_lost callback %r failed", callback)
+        """The lease is gone (for a backend that learns so from its server)."""
+        self._kept.keeper.mark_lost(self)
 
     def __enter__(self) -> Lease:
         return self
@@ -96,83 +87,138 @@ class Lease:
         self.revoke()
 
     def __repr__(self) -> str:
-        state = "revoked" if self._revoked else "alive" if self.alive else "lost"
+        state = "revoked" if self._kept.revoked else "alive" if self.alive else "lost"
         return f"<Lease id={self.id} ttl={self.ttl} {state}>"
+
+
+class _Lost(threading.Event):
+    """A lease's ``lost``: set by the keeper, and by whoever reads it once the deadline has passed.
+
+    The keeper's deadline timer sets it a moment after the deadline; a
+    thread that reads it first (say, right after the process resumed from a
+    suspend) must not see it clear while the lease is already gone.
+    """
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__()
+        self._lease = lease
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        kept = self._lease._kept
+        if kept.revoked or self._lease._clock.now() < kept.deadline:
+            return False
+        kept.keeper.mark_lost(self._lease)
+        return super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(timeout) or self.is_set()
+
+
+class _Kept:
+    """The keeper's record of one lease: its deadline, its timers, whether it was revoked."""
+
+    __slots__ = ("deadline", "deadline_timer", "keeper", "renew_timer", "revoked")
+
+    def __init__(self, keeper: LeaseKeeper, deadline: float) -> None:
+        self.keeper = keeper
+        self.deadline = deadline
+        self.revoked = False
+        self.renew_timer: Timer | None = None
+        self.deadline_timer: Timer | None = None
+
+    def cancel(self) -> None:
+        for timer in (self.renew_timer, self.deadline_timer):
+            if timer is not None:
+                timer.cancel()
 
 
 class LeaseKeeper:
     """Renews every lease of one Store and marks lost the ones past their deadline.
 
-    With the system clock it runs two daemon threads, one that renews and
-    one that watches deadlines, so a renewal stuck on a dead connection never
-    delays the moment a lease is declared lost. With a ``ManualClock`` it runs
-    nothing in the background: the clock calls ``tick`` as time advances.
+    ``renew(lease)`` sends one keepalive and says whether the store still
+    has the lease; ``revoke(lease)`` ends it on the store. Both are the
+    Store's, which translates their errors.
     """
 
-    def __init__(self, clock: Clock, renew: Callable[[Lease], bool]) -> None:
+    def __init__(self, clock: Clock, renew: Callable[[Lease], bool], revoke: Callable[[Lease], None]) -> None:
         self._clock = clock
         self._renew = renew
-        self._leases: set[Lease] = set()
-        self._cond = threading.Condition()
+        self._revoke = revoke
+        self.lock = threading.Lock()  # guards the records and every lease's callbacks
+        self._leases: dict[Lease, _Kept] = {}
         self._closed = False
-        self._threads: list[threading.Thread] = []
-        if isinstance(clock, ManualClock):
-            clock.subscribe(self._next_wakeup, self.tick)
+        # Created in this order so that a ManualClock, at equal times, expires before it renews.
+        self._deadlines = clock.timers("lease-deadline")
+        self._renewals = clock.timers("lease-renew")
+        self._callbacks = clock.timers("lease-callbacks")
 
-    def add(self, lease: Lease) -> None:
-        with self._cond:
-            self._leases.add(lease)
-            if not self._threads and not isinstance(self._clock, ManualClock):
-                for target, name in ((self._renew_loop, "renew"), (self._watchdog_loop, "watchdog")):
-                    thread = threading.Thread(target=target, name=f"coord-lease-{name}", daemon=True)
-                    thread.start()
-                    self._threads.append(thread)
-            self._cond.notify_all()
+    def keep(self, lease_id: int, ttl: float, sent: float) -> Lease:
+        """A new Lease granted by a request sent at ``sent``, kept alive from now on."""
+        kept = _Kept(self, sent + ttl)
+        lease = Lease(lease_id, ttl, self._clock, kept)
+        with self.lock:
+            self._leases[lease] = kept
+            self._schedule(lease, kept, sent + ttl / 3)
+        return lease
 
-    def remove(self, lease: Lease) -> None:
-        with self._cond:
-            self._leases.discard(lease)
+    def owns(self, lease: object) -> bool:
+        return isinstance(lease, Lease) and lease._kept.keeper is self
 
     def leases(self) -> list[Lease]:
-        with self._cond:
+        with self.lock:
             return list(self._leases)
 
+    def revoke(self, lease: Lease) -> None:
+        """Stop keeping ``lease`` and end it on the store (once)."""
+        with self.lock:
+            kept = lease._kept
+            if kept.revoked:
+                return
+            kept.revoked = True
+            kept.cancel()
+            self._leases.pop(lease, None)
+            closed = self._closed
+        if not closed:
+            self._revoke(lease)
+
+    def mark_lost(self, lease: Lease) -> None:
+        with self.lock:
+            kept = lease._kept
+            if threading.Event.is_set(lease.lost) or kept.revoked:
+                return
+            kept.cancel()
+            self._leases.pop(lease, None)
+            lease.lost.set()
+            callbacks, lease._callbacks = lease._callbacks, []
+        self.dispatch(lease, callbacks)
+
+    def dispatch(self, lease: Lease, callbacks: list[Callable[[Lease], Any]]) -> None:
+        """Run ``callbacks`` on the callbacks lane: never on the renewal or deadline lanes."""
+        for callback in callbacks:
+            self._callbacks.call_soon(functools.partial(_call, callback, lease))
+
     def close(self) -> None:
-        with self._cond:
+        """Stop renewing every lease (the Store revokes them)."""
+        with self.lock:
             self._closed = True
+            for kept in self._leases.values():
+                kept.cancel()
             self._leases.clear()
-            self._cond.notify_all()
-        if isinstance(self._clock, ManualClock):
-            self._clock.unsubscribe(self.tick)
 
-    # -- the work ---------------------------------------------------------
+    # -- the timers ----------------------------------------------------------
 
-    def _next_wakeup(self) -> float | None:
-        with self._cond:
-            times = [min(lease._next_renewal, lease._deadline) for lease in self._leases]
-        return min(times, default=None)
+    def _schedule(self, lease: Lease, kept: _Kept, next_renewal: float) -> None:
+        """(Re)set the lease's timers; called with ``lock`` held."""
+        kept.cancel()
+        kept.renew_timer = self._renewals.call_at(next_renewal, lambda: self._renew_one(lease))
+        kept.deadline_timer = self._deadlines.call_at(kept.deadline, lambda: self._expire(lease))
 
-    def tick(self) -> None:
-        """Expire what is past its deadline, then renew what is due (manual clocks)."""
-        self._expire_due()
-        for lease in self._due_renewals():
-            self._renew_one(lease)
-
-    def _expire_due(self) -> float | None:
-        """Mark lost every lease past its deadline; return the next deadline."""
-        now = self._clock.now()
-        with self._cond:
-            expired = [lease for lease in self._leases if lease._deadline <= now]
-            self._leases.difference_update(expired)
-            upcoming = min((lease._deadline for lease in self._leases), default=None)
-        for lease in expired:
-            lease._mark_lost()
-        return upcoming
-
-    def _due_renewals(self) -> list[Lease]:
-        now = self._clock.now()
-        with self._cond:
-            return [lease for lease in self._leases if lease._next_renewal <= now]
+    def _expire(self, lease: Lease) -> None:
+        # A timer that fires early (it cannot here, but a clock may) just looks again.
+        if self._clock.now() >= lease._kept.deadline:
+            self.mark_lost(lease)
 
     def _renew_one(self, lease: Lease) -> None:
         sent = self._clock.now()
@@ -181,38 +227,27 @@ class LeaseKeeper:
         except Exception as exc:  # a backend's bug must not stop the renewals of every lease
             if not isinstance(exc, CoordError):
                 log.warning("renewing %r raised %r; retrying", lease, exc)
-            lease._next_renewal = sent + min(lease.ttl * _RETRY_FRACTION, _RETRY_CAP)
+            retry = sent + min(lease.ttl * _RETRY_FRACTION, _RETRY_CAP)
+            with self.lock:
+                kept = self._leases.get(lease)
+                if kept is not None:
+                    kept.renew_timer = self._renewals.call_at(retry, lambda: self._renew_one(lease))
             return
         if not exists:
-            self.remove(lease)
-            lease._mark_lost()
+            self.mark_lost(lease)
             return
-        # Only a renewal sent before the deadline extends it: see the module docstring.
-        if sent < lease._deadline and not lease.lost.is_set():
-            lease._deadline = sent + lease.ttl
-        lease._next_renewal = sent + lease.ttl / 3
-        with self._cond:
-            self._cond.notify_all()
+        with self.lock:
+            kept = self._leases.get(lease)
+            if kept is None:
+                return  # revoked or lost meanwhile
+            # Only a renewal sent before the deadline extends it: see the module docstring.
+            if sent < kept.deadline:
+                kept.deadline = sent + lease.ttl
+            self._schedule(lease, kept, sent + lease.ttl / 3)
 
-    def _renew_loop(self) -> None:
-        while True:
-            with self._cond:
-                if self._closed:
-                    return
-                due = min((lease._next_renewal for lease in self._leases), default=None)
-                delay = None if due is None else due - self._clock.now()
-                if delay is None or delay > 0:
-                    self._cond.wait(timeout=delay)
-                    continue
-            for lease in self._due_renewals():
-                self._renew_one(lease)
 
-    def _watchdog_loop(self) -> None:
-        while True:
-            upcoming = self._expire_due()
-            with self._cond:
-                if self._closed:
-                    return
-                delay = None if upcoming is None else max(0.0, upcoming - self._clock.now())
-                # A wake-up that comes early just loops: _expire_due compares with the clock.
-                self._cond.wait(timeout=delay)
+def _call(callback: Callable[[Lease], Any], lease: Lease) -> None:
+    try:
+        callback(lease)
+    except Exception:  # a user's callback must not end the lane the others run on
+        log.exception("on_lost callback %r failed", callback)

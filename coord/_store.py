@@ -18,13 +18,13 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 from ._clock import Clock, SystemClock
-from ._errors import CoordError, KeyNotFound, LeaseExpired, StoreClosed
+from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreClosed
 from ._keys import check_ttl, check_value, is_under, normalize_key
 from ._lease import Lease, LeaseKeeper
 from ._types import KVPair
-from ._watch import Watch
+from ._watch import Watch, WatchFeed
 
-__all__ = ["Store", "matches"]
+__all__ = ["Store", "check_revision", "matches"]
 
 
 class Store(abc.ABC):
@@ -36,7 +36,7 @@ class Store(abc.ABC):
     """
 
     #: The backend's name, as in its URL scheme.
-    backend: ClassVar[str] = "?"
+    backend: str = "?"
     #: Options the backend takes (besides ``timeout`` and ``prefix``), with a
     #: parser for their query-string form.
     OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {}
@@ -46,8 +46,8 @@ class Store(abc.ABC):
         self.clock: Clock = clock or SystemClock()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._keeper = LeaseKeeper(self.clock, self._renew)
-        self._watches: set[Watch] = set()
+        self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke)
+        self._watches: set[WatchFeed] = set()
         self._watches_lock = threading.Lock()
 
     # -- the public API --------------------------------------------------
@@ -128,9 +128,7 @@ class Store(abc.ABC):
             check_ttl(ttl)
             sent = self.clock.now()
             lease_id, granted = self._lease_grant(float(ttl))
-            lease = Lease(self, lease_id, granted, self.clock, sent)
-            self._keeper.add(lease)
-            return lease
+            return self._keeper.keep(lease_id, granted, sent)
 
     def close(self) -> None:
         """Revoke this Store's leases, end its watches and release its connections. Idempotent."""
@@ -143,9 +141,10 @@ class Store(abc.ABC):
                 self._lease_revoke(lease)
         self._keeper.close()
         with self._watches_lock:
-            watches = list(self._watches)
-        for watch in watches:
-            watch.close()
+            feeds = list(self._watches)
+        for feed in feeds:
+            if feed._close():
+                self._watch_closed(feed)
         self._close()
 
     @property
@@ -195,12 +194,12 @@ class Store(abc.ABC):
     def _atomic_delete(self, key: str, revision: int) -> None: ...
 
     @abc.abstractmethod
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
-        """Start feeding ``watch`` (see ``Watch``); stop when ``_unwatch`` is called."""
+    def _watch(self, feed: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
+        """Start feeding ``feed`` (see ``WatchFeed``); stop when ``_unwatch`` is called."""
 
     @abc.abstractmethod
-    def _unwatch(self, watch: Watch) -> None:
-        """Stop feeding ``watch``."""
+    def _unwatch(self, feed: WatchFeed) -> None:
+        """Stop feeding ``feed``."""
 
     @abc.abstractmethod
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
@@ -249,7 +248,7 @@ class Store(abc.ABC):
         if lease is not None:
             if ttl is not None:
                 raise ValueError("give a key a ttl or a lease, not both")
-            if not isinstance(lease, Lease) or lease._store is not self:
+            if not self._keeper.owns(lease):
                 raise TypeError("lease must be a Lease granted by this store")
             if not lease.alive:
                 raise LeaseExpired(f"lease {lease.id} is no longer alive")
@@ -267,23 +266,27 @@ class Store(abc.ABC):
     def _open_watch(self, key: str, tree: bool, start_revision: int | None) -> Watch:
         if start_revision is not None and (isinstance(start_revision, bool) or not isinstance(start_revision, int)):
             raise TypeError("start_revision must be an int")
-        watch = Watch(self.backend, on_close=self._watch_closed)
-        watch._map_key = self._strip
+        feed = WatchFeed(self.backend, self._strip)
+        watch = self._new_watch(feed)
         with self._watches_lock:
-            self._watches.add(watch)
+            self._watches.add(feed)
         try:
-            self._watch(watch, key, tree, start_revision)
+            self._watch(feed, key, tree, start_revision)
         except BaseException:
-            self._watch_closed(watch)
+            self._watch_closed(feed)
             raise
         return watch
 
-    def _watch_closed(self, watch: Watch) -> None:
+    def _new_watch(self, feed: WatchFeed) -> Watch:
+        """The reader's side of a new watch (a wrapping store may give its own kind)."""
+        return Watch(feed, on_close=self._watch_closed)
+
+    def _watch_closed(self, feed: WatchFeed) -> None:
         with self._watches_lock:
-            if watch not in self._watches:
+            if feed not in self._watches:
                 return
-            self._watches.discard(watch)
-        self._unwatch(watch)
+            self._watches.discard(feed)
+        self._unwatch(feed)
 
     def _renew(self, lease: Lease) -> bool:
         if self._closed:
@@ -294,10 +297,9 @@ class Store(abc.ABC):
             exc.backend = exc.backend or self.backend
             raise
 
-    def _forget_lease(self, lease: Lease) -> None:
-        self._keeper.remove(lease)
+    def _revoke(self, lease: Lease) -> None:
         if self._closed:
-            return
+            return  # close() revokes what is left
         with self._op(_NO_KEY):
             self._lease_revoke(lease)
 
@@ -317,6 +319,21 @@ def _revision(previous: KVPair) -> int:
     if not isinstance(previous, KVPair):
         raise TypeError(f"previous must be a KVPair, not {type(previous).__name__}")
     return previous.revision
+
+
+def check_revision(actual: int | None, expected: int | None) -> None:
+    """What a conditional write or delete raises on finding the key at ``actual`` when it expected ``expected``.
+
+    ``None`` means absent: expecting it is a create-only write. Every backend
+    uses this one check, so the same conflict gives the same error and message.
+    """
+    if expected is None:
+        if actual is not None:
+            raise KeyExists("the key already exists")
+    elif actual is None:
+        raise KeyNotFound("the key is gone")
+    elif actual != expected:
+        raise KeyModified(f"the key is at revision {actual}, not {expected}")
 
 
 def matches(key: str, watched: str, tree: bool) -> bool:

@@ -24,8 +24,8 @@ from coord._store import Store
 from coord._types import KVPair
 from coord.recipes import _queue as _waiting
 from coord.recipes import barrier as _barrier
-from coord.recipes import lock as _lock
 from coord.recipes import registration as _registration
+from coord.recipes import semaphore as _semaphore
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _skip_predecessor_check() -> Iterator[None]:
 @contextmanager
 def _ignore_lost() -> Iterator[None]:
     # ``alive`` that trusts the lease until it is revoked, never checking its deadline or loss.
-    with mock.patch.object(_waiting.Hold, "alive", property(lambda hold: not hold.lease._revoked)):
+    with mock.patch.object(_waiting.Hold, "alive", property(lambda hold: not hold.lease._kept.revoked)):
         yield
 
 
@@ -78,7 +78,7 @@ def _one_too_many() -> Iterator[None]:
     def join(store: Store, prefix: str, value: bytes, *, limit: int, **kwargs: Any) -> _waiting.Hold | None:
         return real(store, prefix, value, limit=limit + 1 if limit > 1 else limit, **kwargs)
 
-    with mock.patch.object(_lock, "join", join):
+    with mock.patch.object(_semaphore, "join", join):
         yield
 
 
@@ -94,9 +94,9 @@ def _registration_without_lease() -> Iterator[None]:
     def register(self: coord.Registration) -> None:
         lease = self.store.lease(self.ttl)
         body = b'{"address": "%s", "metadata": {}, "registered_at": 0}' % self.address.encode()
-        self.store.put(self.key, body)  # the bug: not bound to the lease, so it outlives it
+        pair = self.store.put(self.key, body)  # the bug: not bound to the lease, so it outlives it
         self._lease = lease
-        lease.on_lost(self._lease_lost)
+        self._holding.begin(lease, pair.created)
 
     with mock.patch.object(_registration.Registration, "_register", register):
         yield

@@ -25,6 +25,7 @@ from stateful_support import TTL, Client, ClientsMachine
 
 import coord
 from coord._types import Event
+from coord._watch import WatchFeed
 from coord.testing import Task
 
 PARTIES = 3
@@ -40,14 +41,14 @@ class Participant:
     open_at_start: bool = False
 
 
-class _Recorder(coord.Watch):
-    """A watch that hands each event to the machine at the moment the store makes the change."""
+class _Recorder(WatchFeed):
+    """A watch's feed that hands each event to the machine at the moment the store makes the change."""
 
     def __init__(self, machine: BarrierMachine) -> None:
-        super().__init__("memory")
+        super().__init__("memory", lambda key: key)
         self.machine = machine
 
-    def _emit(self, event: Event) -> None:
+    def emit(self, event: Event) -> None:
         self.machine.changed(event)
 
 

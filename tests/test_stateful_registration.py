@@ -14,14 +14,14 @@ Checked after every step (see docs/testing.md):
   registration of a running process is registered and discovered, and
   nothing else is.
 
-Re-registration after a lost lease normally runs on coord's background
-thread on the real clock; here a stand-in runs each pending re-registration
-at the end of every step, in the test's thread, so runs are reproducible.
+Re-registration after a lost lease runs on the Store clock's timers, so the
+virtual clock drives it like every renewal; a frozen process's retries wait
+until it is thawed, and a crashed one's never run (``FaultyStore``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -31,7 +31,6 @@ from hypothesis_profiles import run_machine
 from stateful_support import TTL, Client, ClientsMachine
 
 import coord
-from coord.recipes import registration as _registration
 from coord.testing import FaultyStore, Task
 
 # A failure is shrunk before it is reported, which can take Hypothesis up to five minutes.
@@ -43,26 +42,12 @@ class Process:
     registration: coord.Registration | None = None  # register returned it, close not yet called
 
 
-@dataclass
-class Reregistrar:
-    """Stands in for coord's re-registration thread: the machine runs what is pending after each step."""
-
-    pending: list[coord.Registration] = field(default_factory=list)
-
-    def schedule(self, registration: coord.Registration, delay: float) -> None:
-        if registration not in self.pending:
-            self.pending.append(registration)
-
-
 class RegistrationMachine(ClientsMachine):
     """Three service processes, and an observer that is never faulted."""
 
     CLIENTS = 3
 
     def __init__(self) -> None:
-        self.reregistrar = Reregistrar()
-        self.real_reregistrar = _registration._reregistrar
-        _registration._reregistrar = self.reregistrar  # type: ignore[assignment]
         super().__init__()
         self.gone_by: dict[str, float] = {}  # instance id -> when it must be gone (closed, or its process died)
         self.failed: list[float] = []  # when failed register calls' keys must be gone
@@ -114,25 +99,14 @@ class RegistrationMachine(ClientsMachine):
         registration = client.state.registration
         if registration is not None:
             self.gone_by[registration.id] = self.now() + TTL
-        for registration in self.reregistrar.pending:
-            if registration.store is client.store:
-                self.reregistrar.pending.remove(registration)
 
     def finished(self, client: Client, task: Task[Any]) -> None:
         pass
 
     def more_work(self) -> bool:
-        """Run the pending re-registrations of processes that are not frozen; True if any ran."""
-        ran = False
-        for registration in list(self.reregistrar.pending):
-            client = next((c for c in self.clients if c.store is registration.store), None)
-            if client is None or client.frozen:
-                continue
-            self.reregistrar.pending.remove(registration)
-            if not registration._retry():
-                self.reregistrar.pending.append(registration)  # the store did not answer: next step
-            ran = True
-        return ran
+        """Run the timers due now (re-registrations a loss just scheduled), once per step."""
+        self.clock.advance(0)
+        return True
 
     # -- invariants ---------------------------------------------------------------------
 
@@ -174,12 +148,9 @@ class RegistrationMachine(ClientsMachine):
             self.check(client.state.registration.registered, f"[progress] {client}'s {id} is not registered")
 
     def teardown(self) -> None:
-        try:
-            self.observer.crash()
-            super().teardown()
-            self.observer.close()
-        finally:
-            _registration._reregistrar = self.real_reregistrar
+        self.observer.crash()
+        super().teardown()
+        self.observer.close()
 
 
 def test_registration_under_faults() -> None:

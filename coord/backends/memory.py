@@ -14,14 +14,14 @@ import threading
 import weakref
 from collections import deque
 
-from .._clock import Clock, ManualClock, SystemClock
-from .._errors import KeyExists, KeyModified, KeyNotFound, LeaseExpired
+from .._clock import Clock, SystemClock, Timer
+from .._errors import LeaseExpired
 from .._keys import is_under
 from .._lease import Lease
-from .._store import Store, matches
+from .._store import Store, check_revision, matches
 from .._types import Event, KVPair
 from .._url import Location
-from .._watch import Watch
+from .._watch import WatchFeed
 
 __all__ = ["MemoryStore"]
 
@@ -42,19 +42,26 @@ class _MemoryData:
         self.expiring: dict[str, float] = {}  # ttl key -> when it goes
         self.by_lease: dict[int, set[str]] = {}  # lease id -> its keys
         self.lease_ids = itertools.count(1)
-        self.watchers: dict[Watch, tuple[str, bool]] = {}
-        self.wakeup = threading.Condition(self.lock)
-        self.reaper: threading.Thread | None = None
-        if isinstance(clock, ManualClock):
-            clock.subscribe(self.next_expiry, self.reap)
+        self.watchers: dict[WatchFeed, tuple[str, bool]] = {}
+        self.stores = 0  # open Stores on this data: the reaper's timer goes when the last closes
+        self._reaper = clock.timers("memory-reaper")
+        self._timer: Timer | None = None
 
     # All methods below are called with ``lock`` held.
 
     def next_expiry(self) -> float | None:
-        with self.lock:
-            times = [deadline for _, deadline in self.leases.values()]
-            times += self.expiring.values()
-            return min(times, default=None)
+        times = [deadline for _, deadline in self.leases.values()]
+        times += self.expiring.values()
+        return min(times, default=None)
+
+    def reschedule(self) -> None:
+        """Set the reaper's timer for the next expiry (none while nothing expires or nobody is open)."""
+        upcoming = self.next_expiry() if self.stores else None
+        if self._timer is not None and self._timer.pending and self._timer.when == upcoming:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None if upcoming is None else self._reaper.call_at(upcoming, self.reap)
 
     def reap(self) -> None:
         """Delete ttl keys and lease keys whose time has come, with delete events."""
@@ -66,6 +73,7 @@ class _MemoryData:
                 doomed.update(self.by_lease.get(lease_id, ()))
             for key in sorted(doomed):
                 self.remove(key)
+            self.reschedule()
 
     def write(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         if lease is not None and lease.id not in self.leases:
@@ -84,7 +92,8 @@ class _MemoryData:
         if lease_id is not None:
             self.by_lease.setdefault(lease_id, set()).add(key)
         self.publish(Event("put", key, value, self.revision))
-        self.wakeup.notify_all()
+        if expires is not None:
+            self.reschedule()
         return pair
 
     def remove(self, key: str) -> None:
@@ -99,36 +108,14 @@ class _MemoryData:
 
     def publish(self, event: Event) -> None:
         self.history.append(event)
-        for watch, (watched, tree) in self.watchers.items():
+        for feed, (watched, tree) in self.watchers.items():
             if matches(event.key, watched, tree):
-                watch._emit(event)
+                feed.emit(event)
 
     def check(self, key: str, revision: int | None) -> None:
         """Raise unless ``key`` is absent (revision None) or at ``revision``."""
         pair = self.keys.get(key)
-        if revision is None:
-            if pair is not None:
-                raise KeyExists("the key already exists")
-        elif pair is None:
-            raise KeyNotFound("the key is gone")
-        elif pair.revision != revision:
-            raise KeyModified(f"the key is at revision {pair.revision}, not {revision}")
-
-    def run_reaper(self) -> None:
-        """Background expiry for the system clock: sleep until the next deadline."""
-        with self.lock:
-            while self.watchers or self.leases or self.expiring:
-                self.reap()
-                upcoming = self.next_expiry()
-                delay = None if upcoming is None else max(0.0, upcoming - self.clock.now()) + 0.001
-                self.wakeup.wait(timeout=delay if delay is not None else 1.0)
-            self.reaper = None
-
-    def ensure_reaper(self) -> None:
-        if self.reaper is None and not isinstance(self.clock, ManualClock):
-            self.reaper = threading.Thread(target=self.run_reaper, name="coord-memory-reaper", daemon=True)
-            self.reaper.start()
-        self.wakeup.notify_all()
+        check_revision(None if pair is None else pair.revision, revision)
 
 
 _named: weakref.WeakValueDictionary[str, _MemoryData] = weakref.WeakValueDictionary()
@@ -150,6 +137,8 @@ class MemoryStore(Store):
                     _named[name] = data
         self._name = name
         self._data = data  # kept alive by every Store that names it
+        with data.lock:
+            data.stores += 1
         super().__init__(prefix=prefix, clock=data.clock)
 
     def describe(self) -> str:
@@ -163,10 +152,7 @@ class MemoryStore(Store):
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         with self._data.lock:
             self._data.reap()
-            pair = self._data.write(key, value, ttl, lease)
-            if ttl is not None:
-                self._data.ensure_reaper()
-            return pair
+            return self._data.write(key, value, ttl, lease)
 
     def _delete(self, key: str) -> bool:
         with self._data.lock:
@@ -193,10 +179,7 @@ class MemoryStore(Store):
         with self._data.lock:
             self._data.reap()
             self._data.check(key, revision)
-            pair = self._data.write(key, value, ttl, lease)
-            if ttl is not None:
-                self._data.ensure_reaper()
-            return pair
+            return self._data.write(key, value, ttl, lease)
 
     def _atomic_delete(self, key: str, revision: int) -> None:
         with self._data.lock:
@@ -204,7 +187,7 @@ class MemoryStore(Store):
             self._data.check(key, revision)
             self._data.remove(key)
 
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+    def _watch(self, feed: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         data = self._data
         with data.lock:
             data.reap()
@@ -214,24 +197,23 @@ class MemoryStore(Store):
                 for name in sorted(data.keys):
                     if matches(name, key, tree):
                         pair = data.keys[name]
-                        watch._emit(Event("put", name, pair.value, pair.revision))
+                        feed.emit(Event("put", name, pair.value, pair.revision))
             else:
                 for event in data.history:
                     if event.revision >= start_revision and matches(event.key, key, tree):
-                        watch._emit(event)
-            watch.revision = data.revision
-            data.watchers[watch] = (key, tree)
-            data.ensure_reaper()
+                        feed.emit(event)
+            feed.revision = data.revision
+            data.watchers[feed] = (key, tree)
 
-    def _unwatch(self, watch: Watch) -> None:
+    def _unwatch(self, feed: WatchFeed) -> None:
         with self._data.lock:
-            self._data.watchers.pop(watch, None)
+            self._data.watchers.pop(feed, None)
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
         with self._data.lock:
             lease_id = next(self._data.lease_ids)
             self._data.leases[lease_id] = (ttl, self._data.clock.now() + ttl)
-            self._data.ensure_reaper()
+            self._data.reschedule()
             return lease_id, ttl
 
     def _lease_keepalive(self, lease: Lease) -> bool:
@@ -240,7 +222,7 @@ class MemoryStore(Store):
             if lease.id not in self._data.leases:
                 return False
             self._data.leases[lease.id] = (lease.ttl, self._data.clock.now() + lease.ttl)
-            self._data.wakeup.notify_all()
+            self._data.reschedule()
             return True
 
     def _lease_revoke(self, lease: Lease) -> None:
@@ -252,4 +234,5 @@ class MemoryStore(Store):
 
     def _close(self) -> None:
         with self._data.lock:
-            self._data.wakeup.notify_all()
+            self._data.stores -= 1
+            self._data.reschedule()

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from .._clock import Clock
-from .._errors import ConfigurationError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
+from .._errors import ConfigurationError, LeaseExpired, StoreUnavailable
 from .._lease import Lease
-from .._store import Store, matches
+from .._store import Store, check_revision, matches
 from .._types import Event, KVPair
 from .._url import Location
-from .._watch import Watch
+from .._watch import WatchFeed
 
 __all__ = ["SQLiteStore"]
 
@@ -98,7 +98,7 @@ class SQLiteStore(Store):
         with self._translate():
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-        self._watchers: dict[Watch, tuple[str, bool]] = {}
+        self._watchers: dict[WatchFeed, tuple[str, bool]] = {}
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -233,13 +233,7 @@ class SQLiteStore(Store):
 
     def _check(self, db: sqlite3.Connection, key: str, revision: int | None) -> None:
         row = db.execute("SELECT revision FROM kv WHERE key = ?", (key,)).fetchone()
-        if revision is None:
-            if row is not None:
-                raise KeyExists("the key already exists")
-        elif row is None:
-            raise KeyNotFound("the key is gone")
-        elif row[0] != revision:
-            raise KeyModified(f"the key is at revision {row[0]}, not {revision}")
+        check_revision(None if row is None else row[0], revision)
 
     def _atomic_put(
         self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
@@ -275,7 +269,7 @@ class SQLiteStore(Store):
 
     # -- watches ------------------------------------------------------------
 
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+    def _watch(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         with self._read() as db:
             revision, compacted = (row[0] for row in db.execute("SELECT value FROM meta ORDER BY name DESC"))
             if start_revision is None or start_revision <= compacted:
@@ -289,15 +283,15 @@ class SQLiteStore(Store):
                 self._poller = threading.Thread(target=self._poll, name="coord-sqlite-watch", daemon=True)
                 self._poller.start()
 
-    def _emit_state(self, db: sqlite3.Connection, watch: Watch, key: str, tree: bool) -> None:
+    def _emit_state(self, db: sqlite3.Connection, watch: WatchFeed, key: str, tree: bool) -> None:
         if tree:
             rows = db.execute(f"SELECT key, value, revision FROM kv WHERE {_UNDER} ORDER BY key", _bounds(key))
         else:
             rows = db.execute("SELECT key, value, revision FROM kv WHERE key = ?", (key,))
         for name, value, revision in rows.fetchall():
-            watch._emit(Event("put", name, bytes(value), revision))
+            watch.emit(Event("put", name, bytes(value), revision))
 
-    def _unwatch(self, watch: Watch) -> None:
+    def _unwatch(self, watch: WatchFeed) -> None:
         with self._lock:
             self._watchers.pop(watch, None)
 
@@ -324,7 +318,7 @@ class SQLiteStore(Store):
         finally:
             conn.close()
 
-    def _poll_once(self, conn: sqlite3.Connection, watchers: dict[Watch, tuple[str, bool]]) -> float:
+    def _poll_once(self, conn: sqlite3.Connection, watchers: dict[WatchFeed, tuple[str, bool]]) -> float:
         """Deliver new changes; return when the next expiry falls due."""
         if self._expiry_due(conn):
             with self._write():
@@ -344,7 +338,7 @@ class SQLiteStore(Store):
                     continue
                 for rev, kind, name, value in rows:
                     if rev > watch.revision and matches(name, key, tree):
-                        watch._emit(Event(kind, name, None if value is None else bytes(value), rev))
+                        watch.emit(Event(kind, name, None if value is None else bytes(value), rev))
                 watch.revision = max(watch.revision, revision)
             row = conn.execute(
                 "SELECT min(e) FROM (SELECT min(expires) AS e FROM leases UNION ALL SELECT min(expires) FROM kv)"

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import KeyExists, KeyNotFound
 from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
+from ._holding import Holding
 from ._queue import TicketLost, create_ticket, name_segment, next_event, resolve, revoke_quietly, wait_deleted
 
 __all__ = ["Barrier", "DoubleBarrier"]
@@ -72,12 +75,22 @@ class DoubleBarrier:
         self._base = f"double-barrier/{name_segment(name)}"
         self._lock = threading.Lock()
         self._inside: tuple[Store, Lease, KVPair] | None = None
+        self._holding: Holding[DoubleBarrier] = Holding(self)
 
     @property
-    def lost(self) -> threading.Event | None:
-        """While inside: set if the lease was lost (the others may then leave without us)."""
+    def held(self) -> bool:
+        """Whether this participant is inside and still counted (its lease alive)."""
         inside = self._inside
-        return None if inside is None else inside[1].lost
+        return inside is not None and inside[1].alive
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set if the lease of the current (or last) entry was lost: the others may then leave without us."""
+        return self._holding.lost
+
+    def on_lost(self, callback: Callable[[DoubleBarrier], Any]) -> None:
+        """Call ``callback(barrier)`` if the lease is lost while inside (on the lease's callbacks thread)."""
+        self._holding.on_lost(callback)
 
     def enter(self, timeout: float | None = None) -> None:
         """Arrive and block until ``parties`` have entered; ``TimeoutError`` (not counted) after ``timeout``."""
@@ -87,6 +100,7 @@ class DoubleBarrier:
             store = resolve(self._store)
             lease, ticket = _arrive(store, self._base, self.parties, self.ttl, _deadline(store, timeout), self.name)
             self._inside = (store, lease, ticket)
+            self._holding.begin(lease, ticket.created)
 
     def leave(self, timeout: float | None = None) -> None:
         """Block until every participant has left (or crashed); ``TimeoutError`` after ``timeout``.

@@ -11,10 +11,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .._errors import CoordError, KeyModified, KeyNotFound, LeaseExpired
+from .._errors import KeyModified, KeyNotFound, LeaseExpired
 from .._lease import Lease
 from .._store import Store
-from ._queue import Hold, join, name_segment, next_batch, resolve
+from ._holding import Holding
+from ._observe import observe
+from ._queue import Hold, join, name_segment, resolve
 
 __all__ = ["Election", "Leadership"]
 
@@ -60,22 +62,14 @@ class Election:
         ends when the store is closed; close the generator to stop watching.
         """
         store = resolve(self._store)
-        with store.watch_tree(self._prefix) as watch:
-            seen: tuple[str, bytes] | None = None
-            while True:
-                try:
-                    tickets = store.list(self._prefix)
-                except CoordError:
-                    if store.closed:
-                        return  # closed while we looked: the end, not an error
-                    raise
-                if tickets:
-                    first = min(tickets, key=lambda pair: pair.created)
-                    if (first.key, first.value) != seen:
-                        seen = (first.key, first.value)
-                        yield first.value
-                if not next_batch(watch):
-                    return
+
+        def leader() -> tuple[str, bytes] | None:
+            tickets = store.list(self._prefix)
+            first = min(tickets, key=lambda pair: pair.created, default=None)
+            return None if first is None else (first.key, first.value)
+
+        for _key, value in observe(store, self._prefix, leader):
+            yield value
 
     def __repr__(self) -> str:
         return f"<Election {self.name!r}>"
@@ -84,21 +78,29 @@ class Election:
 class Leadership:
     """This candidate's term as leader. A context manager that resigns on exit.
 
-    ``is_leader`` is exact at the moment it is read: it turns false when the
+    It follows the holding protocol (docs/recipes.md). ``is_leader`` (or
+    ``held``) is exact at the moment it is read: it turns false when the
     lease is lost, no later than the moment the store may remove the
-    leader's key and elect another. Then ``lost`` is set and the ``on_lost``
-    callbacks run. ``token`` is the fencing token: strictly higher for every
-    later leader of the same election.
+    leader's key and elect another; ``lost`` is set by then, and the
+    ``on_lost`` callbacks run. ``token`` is the fencing token: strictly
+    higher for every later leader of the same election.
     """
 
     def __init__(self, election: Election, hold: Hold) -> None:
         self.election = election
         self._hold = hold
         self._lock = threading.Lock()
+        self._holding: Holding[Leadership] = Holding(self)
+        self._holding.begin(hold.lease, hold.token)
 
     @property
     def is_leader(self) -> bool:
         return self._hold.alive
+
+    @property
+    def held(self) -> bool:
+        """The holding protocol's name for ``is_leader``."""
+        return self.is_leader
 
     @property
     def token(self) -> int:
@@ -107,7 +109,7 @@ class Leadership:
     @property
     def lost(self) -> threading.Event:
         """Set when the lease is lost while leading (not by ``resign()``)."""
-        return self._hold.lease.lost
+        return self._holding.lost
 
     @property
     def lease(self) -> Lease:
@@ -119,11 +121,8 @@ class Leadership:
         return self._hold.pair.value
 
     def on_lost(self, callback: Callable[[Leadership], Any]) -> None:
-        """Call ``callback(leadership)`` once if the lease is lost (at once if it already is).
-
-        It runs in the lease keeper's thread: keep it quick.
-        """
-        self._hold.lease.on_lost(lambda _lease: callback(self))
+        """Call ``callback(leadership)`` if the lease is lost (soon, if it already is), on the lease's callbacks thread."""
+        self._holding.on_lost(callback)
 
     def proclaim(self, value: bytes) -> None:
         """Change the leader's value without a new election; ``LeaseExpired`` if no longer leader."""

@@ -4,20 +4,18 @@ An instance is the key ``services/<service>/<instance id>`` holding JSON
 ``{"address", "metadata", "registered_at"}``, bound to a lease that the
 store's keeper renews (the heartbeat). If the lease is lost (the process was
 paused, the store was unreachable past the ttl) the key is gone from the
-store; one background thread per process then registers the instance again,
-under the same id, as soon as the store answers.
+store; the instance then registers again, under the same id, as soon as
+the store answers, retried with backoff on the Store clock's
+``"reregister"`` lane (a thread of the Store's while retries are pending).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import inspect
-import itertools
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -29,7 +27,9 @@ from .._errors import CoordError
 from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
-from ._queue import name_segment, next_batch, resolve, revoke_quietly
+from ._holding import Holding
+from ._observe import observe
+from ._queue import name_segment, resolve, revoke_quietly
 
 __all__ = ["Instance", "Registration", "discover", "register", "registered_service", "watch_service"]
 
@@ -56,9 +56,12 @@ class Instance:
 class Registration:
     """A registered instance; a context manager that deregisters on exit.
 
-    ``registered`` is exact at the moment read (the lease is alive). After a
+    It follows the holding protocol (docs/recipes.md): ``registered`` (or
+    ``held``) is exact at the moment read (the lease is alive); ``token`` is
+    the ``created`` of the current registration's key; ``lease``, ``lost``
+    and ``on_lost`` concern the current (or last) registration. After a
     lease loss the instance re-registers by itself, with the same ``id``,
-    once the store answers again.
+    once the store answers again: a new holding, with a new ``lost``.
     """
 
     def __init__(
@@ -77,6 +80,9 @@ class Registration:
         self._lease: Lease | None = None
         self._closed = False
         self._failures = 0  # failed re-registrations since the last success (for backoff)
+        self._retries = store.clock.timers("reregister")
+        self._holding: Holding[Registration] = Holding(self)
+        self._holding.on_lost(self._lease_lost)
         with self._lock:
             self._register()
 
@@ -86,9 +92,28 @@ class Registration:
         return lease is not None and lease.alive and not self._closed
 
     @property
+    def held(self) -> bool:
+        """The holding protocol's name for ``registered``."""
+        return self.registered
+
+    @property
+    def token(self) -> int:
+        """The ``created`` of the current registration's key (higher after each re-registration)."""
+        return self._holding.token
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the current registration's lease is lost; a re-registration has a new one."""
+        return self._holding.lost
+
+    @property
     def lease(self) -> Lease | None:
         """The current lease (a new one after each re-registration)."""
         return self._lease
+
+    def on_lost(self, callback: Callable[[Registration], Any]) -> None:
+        """Call ``callback(registration)`` each time its lease is lost, before it registers again."""
+        self._holding.on_lost(callback)
 
     def close(self) -> None:
         """Deregister now (the key goes with the lease). Idempotent."""
@@ -113,76 +138,35 @@ class Registration:
         body = {"address": self.address, "metadata": self.metadata, "registered_at": time.time()}
         lease = self.store.lease(self.ttl)
         try:
-            self.store.put(self.key, json.dumps(body).encode(), lease=lease)
+            pair = self.store.put(self.key, json.dumps(body).encode(), lease=lease)
         except BaseException:
             revoke_quietly(lease)
             raise
         self._lease = lease
-        lease.on_lost(self._lease_lost)
+        self._holding.begin(lease, pair.created)
 
-    def _lease_lost(self, lease: Lease) -> None:
-        # In the keeper's thread: hand the work over, never block here.
-        _reregistrar.schedule(self, 0.0)
+    def _lease_lost(self, registration: Registration) -> None:
+        # On the lease's callbacks lane: hand the work over to a lane of its own, never block here.
+        self._retries.call_soon(self._retry)
 
-    def _retry(self) -> bool:
-        """Register again if still needed; False if the store did not answer (try later)."""
+    def _retry(self) -> None:
+        """Register again if still needed; if the store does not answer, try again later, backing off."""
         with self._lock:
             if self._closed or self.store.closed or self.registered:
-                return True
+                return
             try:
                 self._register()
-            except CoordError as exc:
+            except Exception as exc:
                 self._failures += 1
-                log.info("re-registering %s failed (%s); retrying", self.key, exc)
-                return False
+                if isinstance(exc, CoordError):
+                    log.info("re-registering %s failed (%s); retrying", self.key, exc)
+                else:  # a bug: log it loudly, and still keep trying
+                    log.exception("re-registering %s failed unexpectedly; retrying", self.key)
+                delay = min(_RETRY_MAX, _RETRY_FIRST * 2 ** min(self._failures, 10), self.ttl / 3)
+                self._retries.call_at(self.store.clock.now() + delay, self._retry)
+                return
             self._failures = 0
             log.info("re-registered %s after its lease was lost", self.key)
-            return True
-
-
-class _Reregistrar:
-    """The one thread per process that registers instances again after their leases were lost."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: list[tuple[float, int, Registration]] = []
-        self._order = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def schedule(self, registration: Registration, delay: float) -> None:
-        with self._cond:
-            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), registration))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="coord-reregister", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._cond.wait(timeout=self._due[0][0] - time.monotonic() if self._due else None)
-                _, _, registration = heapq.heappop(self._due)
-            try:
-                done = registration._retry()
-            except Exception:  # this one thread serves every registration: it must not die
-                log.exception("re-registering %s failed unexpectedly; retrying", registration.key)
-                registration._failures += 1
-                done = False
-            if not done:
-                delay = min(_RETRY_MAX, _RETRY_FIRST * 2 ** min(registration._failures, 10), registration.ttl / 3)
-                self.schedule(registration, delay)
-
-
-_reregistrar = _Reregistrar()
-
-
-def _forget_after_fork() -> None:
-    global _reregistrar
-    _reregistrar = _Reregistrar()  # the parent's thread does not exist in the child
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def register(
@@ -254,20 +238,7 @@ def watch_service(service: str, *, store: Store | None = None) -> Iterator[list[
     Ends when the store is closed; close the generator to stop watching.
     """
     store = resolve(store)
-    with store.watch_tree(_service_prefix(service)) as watch:
-        seen: list[Instance] | None = None
-        while True:
-            try:
-                current = discover(service, store=store)
-            except CoordError:
-                if store.closed:
-                    return  # closed while we looked: the end, not an error
-                raise
-            if current != seen:
-                seen = current
-                yield current
-            if not next_batch(watch):
-                return
+    yield from observe(store, _service_prefix(service), lambda: discover(service, store=store))
 
 
 def _service_prefix(service: str) -> str:

@@ -1,15 +1,15 @@
-"""Semaphore: at most ``limit`` holders at once, served in arrival order without a herd."""
+"""Semaphore: at most ``limit`` holders at once, served in arrival order without a herd (and Lock, its limit of one)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from .._lease import Lease
 from .._store import Store
-from ._queue import name_segment
-from .lock import _Holder
+from ._holding import Holding
+from ._queue import Hold, join, name_segment, resolve
 
 __all__ = ["Semaphore"]
 
@@ -23,45 +23,94 @@ class Semaphore:
     ticket as it becomes a holder, so each release wakes two waiters at
     most. Every participant must use the same ``limit``.
 
+    ``store=None`` uses ``coord.default_store()``. A holder that dies is
+    replaced within ``ttl`` plus the backend's expiry delay; after
+    ``release()``, within one watch round trip.
+
     One Semaphore object holds at most one slot (threads sharing it take
-    turns); create one per concurrent holder. ``holding``, ``token``,
-    ``lost`` and ``on_lost`` behave as for ``Lock``: tokens strictly increase
-    in the order slots are granted.
+    turns, as with ``threading.Lock``); create one per concurrent holder.
+    It follows the holding protocol (docs/recipes.md): ``holding`` is exact
+    at the moment read, ``token`` strictly increases in the order slots are
+    granted, ``lease``, ``lost`` and ``on_lost`` concern the current (or
+    last) holding.
     """
+
+    _kind: ClassVar[str] = "semaphore"
 
     def __init__(self, name: str, limit: int, *, store: Store | None = None, ttl: float = 10.0) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, not {limit!r}")
         self.name = name
         self.limit = limit
-        self._holder: _Holder[Semaphore] = _Holder(self, store, f"semaphore/{name_segment(name)}", limit=limit, ttl=ttl)
+        self._store = store
+        self._ttl = ttl
+        self._prefix = f"{self._kind}/{name_segment(name)}"
+        self._local = threading.Lock()  # a held object is held by one thread at a time
+        self._hold: Hold | None = None
+        self._holding: Holding[Any] = Holding(self)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a slot; ``False`` if ``blocking`` is false and none is free, or after ``timeout`` seconds."""
-        return self._holder.acquire(blocking, timeout)
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be a non-negative number of seconds or None")
+        store = resolve(self._store)
+        start = store.clock.now()
+        if not self._local.acquire(blocking, -1 if timeout is None else timeout):
+            return False
+        try:
+            remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
+            hold = join(store, self._prefix, b"", ttl=self._ttl, limit=self.limit, timeout=remaining)
+        except BaseException:
+            self._local.release()
+            raise
+        if hold is None:
+            self._local.release()
+            return False
+        self._hold = hold
+        self._holding.begin(hold.lease, hold.token)
+        return True
 
     def release(self) -> None:
-        """Give the slot up (``RuntimeError`` if not held)."""
-        self._holder.release()
+        """Give the slot up (``RuntimeError`` if not held); the next waiter is woken."""
+        hold = self._hold
+        if hold is None:
+            raise RuntimeError(f"release of an unheld {type(self).__name__}")
+        self._hold = None
+        hold.release()
+        self._local.release()
 
     @property
     def holding(self) -> bool:
-        return self._holder.holding
+        """Exact at the moment read: false from the moment the store may give the slot to another."""
+        hold = self._hold
+        return hold is not None and hold.alive
+
+    @property
+    def held(self) -> bool:
+        """The holding protocol's name for ``holding``."""
+        return self.holding
 
     @property
     def token(self) -> int:
-        return self._holder.token
+        """The fencing token of the current (or last) holding."""
+        return self._holding.token
 
     @property
     def lost(self) -> threading.Event:
-        return self._holder.lost
+        """Set when the lease of the current (or last) holding is lost; each acquisition has a new one."""
+        return self._holding.lost
 
     @property
     def lease(self) -> Lease | None:
-        return self._holder.lease
+        """The current holding's lease (``None`` when not held)."""
+        hold = self._hold
+        return None if hold is None else hold.lease
 
-    def on_lost(self, callback: Callable[[Semaphore], Any]) -> None:
-        self._holder.on_lost(callback)
+    def on_lost(self, callback: Callable[[Any], Any]) -> None:
+        """Call ``callback(self)`` whenever a holding of this object loses its lease (on the lease's callbacks thread)."""
+        self._holding.on_lost(callback)
 
     def __enter__(self) -> Semaphore:
         self.acquire()

@@ -55,18 +55,15 @@ from ..._clock import Clock
 from ..._errors import (
     ConfigurationError,
     CoordError,
-    KeyExists,
-    KeyModified,
-    KeyNotFound,
     LeaseExpired,
     StoreClosed,
     StoreUnavailable,
 )
 from ..._lease import Lease
-from ..._store import Store
+from ..._store import Store, check_revision
 from ..._types import Event, KVPair
 from ..._url import Location
-from ..._watch import Watch
+from ..._watch import WatchFeed
 
 __all__ = ["EtcdStore"]
 
@@ -113,7 +110,7 @@ _BACKOFF = wait_exponential(multiplier=0.02, max=0.5)
 class _Feed:
     """What feeds one Watch: the etcd range it covers and the revision to resume from."""
 
-    watch: Watch
+    watch: WatchFeed
     key: str
     start: bytes
     end: bytes | None
@@ -158,7 +155,7 @@ class EtcdStore(Store):
         # Each attempt gets a third of the budget, so a hung endpoint leaves time to try the next one.
         attempt_timeout = min(self._timeout, max(1.0, self._timeout / 3))
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=attempt_timeout, failover=True)
-        self._feeds: dict[Watch, _Feed] = {}
+        self._feeds: dict[WatchFeed, _Feed] = {}
         self._feeds_lock = threading.Lock()
         self._lost: queue.SimpleQueue[tuple[_Feed, bool, float] | None] = queue.SimpleQueue()
         self._resumer: threading.Thread | None = None
@@ -253,15 +250,18 @@ class EtcdStore(Store):
             succeeded, responses = self._client.transaction(compare=[compare], success=[put], failure=[txn.get(key)])
             if succeeded:
                 return _written(key, value, lease_id, responses[0].response_put)
-            if not responses[0]:
-                raise KeyNotFound("the key is gone")
-            current_value, meta = responses[0][0]
+            current_value, meta = responses[0][0] if responses[0] else (None, None)
             # An earlier attempt may have written exactly this: same value, same lease, new revision.
-            if retried and current_value == value and meta.lease_id == lease_id and meta.mod_revision != revision:
+            if (
+                retried
+                and meta
+                and current_value == value
+                and meta.lease_id == lease_id
+                and meta.mod_revision != revision
+            ):
                 return KVPair(key, value, meta.mod_revision, meta.create_revision, lease_id or None)
-            if revision is None:
-                raise KeyExists("the key already exists")
-            raise KeyModified(f"the key is at revision {meta.mod_revision}, not {revision}")
+            check_revision(meta.mod_revision if meta else None, revision)
+            raise AssertionError("etcd's compare failed on a key in the state it expected")
 
         return self._call(attempt)
 
@@ -275,9 +275,7 @@ class EtcdStore(Store):
             )
             if succeeded or (retried and not responses[0]):  # gone after a failed attempt: that attempt did it
                 return
-            if not responses[0]:
-                raise KeyNotFound("the key is gone")
-            raise KeyModified(f"the key is at revision {responses[0][0][1].mod_revision}, not {revision}")
+            check_revision(responses[0][0][1].mod_revision if responses[0] else None, revision)
 
         self._call(attempt)
 
@@ -307,7 +305,7 @@ class EtcdStore(Store):
 
     # -- watches -------------------------------------------------------------------
 
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+    def _watch(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         start, end = _key_range(key, tree)
         feed = _Feed(watch, key, start, end, next=max(1, start_revision or 1))
         with self._feeds_lock:
@@ -321,7 +319,7 @@ class EtcdStore(Store):
             watch.revision = feed.next - 1
         self._call(lambda _: self._subscribe(feed))
 
-    def _unwatch(self, watch: Watch) -> None:
+    def _unwatch(self, watch: WatchFeed) -> None:
         with self._feeds_lock:
             feed = self._feeds.pop(watch, None)
         if feed is None:
@@ -352,9 +350,9 @@ class EtcdStore(Store):
                 changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=_mod_revision)
                 gone = sorted(feed.seen - current.keys())
             for kv in changed:
-                feed.watch._emit(Event("put", _text(kv.key), kv.value, kv.mod_revision))
+                feed.watch.emit(Event("put", _text(kv.key), kv.value, kv.mod_revision))
             for key in gone:
-                feed.watch._emit(Event("delete", key, None, revision))
+                feed.watch.emit(Event("delete", key, None, revision))
             feed.seen, feed.next, feed.fresh = set(current), revision + 1, False
             feed.watch.revision = revision
 
@@ -413,10 +411,10 @@ class EtcdStore(Store):
                     key = _text(event.key)
                     if isinstance(event, etcd_events.DeleteEvent):
                         feed.seen.discard(key)
-                        feed.watch._emit(Event("delete", key, None, event.mod_revision))
+                        feed.watch.emit(Event("delete", key, None, event.mod_revision))
                     else:
                         feed.seen.add(key)
-                        feed.watch._emit(Event("put", key, event.value, event.mod_revision))
+                        feed.watch.emit(Event("put", key, event.value, event.mod_revision))
                     feed.next, feed.fresh = event.mod_revision + 1, False
                 return
             # The stream broke (an RpcError, or None when pyetcd closed it) or etcd compacted our start.
@@ -437,7 +435,7 @@ class EtcdStore(Store):
                 error.__cause__ = exc
             if not feed.closed and not self.closed:
                 error.key = error.key or self._strip(feed.key)
-                feed.watch._fail(error)
+                feed.watch.fail(error)
 
     def _resume(self, feed: _Feed, compacted: bool, within: float) -> None:
         if compacted:

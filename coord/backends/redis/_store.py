@@ -75,17 +75,14 @@ from ..._clock import Clock
 from ..._errors import (
     ConfigurationError,
     CoordError,
-    KeyExists,
-    KeyModified,
-    KeyNotFound,
     LeaseExpired,
     StoreUnavailable,
 )
 from ..._lease import Lease
-from ..._store import Store, matches
+from ..._store import Store, check_revision, matches
 from ..._types import Event, KVPair
 from ..._url import Location
-from ..._watch import Watch
+from ..._watch import WatchFeed
 
 __all__ = ["RedisStore"]
 
@@ -142,6 +139,14 @@ local function remove(key)
   return true
 end
 
+-- a conditional write finding rec: expected is '' (any), 'new' (absent) or a revision
+local function check(rec, expected)
+  if expected == '' then return end
+  local rev = rec and fields(rec)
+  if expected == 'new' and not rec or rec and rev == tonumber(expected) then return end
+  fail('REVISION ' .. (rec and int(rev) or '-') .. ' ' .. expected)
+end
+
 -- the ZRANGEBYLEX bounds of the keys strictly under prefix ('0' follows '/')
 local function under(prefix)
   if prefix == '' then return '-', '+' end
@@ -176,11 +181,7 @@ return once(function()
   local rec = redis.call('HGET', KV, key)
   local rev, created, old_lease
   if rec then rev, created, old_lease = fields(rec) end
-  if expected == 'new' and rec then fail('KEYEXISTS') end
-  if expected ~= '' and expected ~= 'new' then
-    if not rec then fail('NOTFOUND') end
-    if rev ~= tonumber(expected) then fail('MODIFIED ' .. int(rev)) end
-  end
+  check(rec, expected)
   if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE') end
   local new = append('p', key, value)
   created = created or new
@@ -196,11 +197,7 @@ end)
     "delete": """
 return once(function()
   local rec = redis.call('HGET', KV, ARGV[3])
-  if ARGV[4] ~= '' then
-    if not rec then fail('NOTFOUND') end
-    local rev = fields(rec)
-    if rev ~= tonumber(ARGV[4]) then fail('MODIFIED ' .. int(rev)) end
-  end
+  check(rec, ARGV[4])
   if not rec then return '0' end
   remove(ARGV[3])
   return '1'
@@ -253,10 +250,19 @@ return reply
 """,
 }
 
+
+def _conflict(rest: str) -> CoordError:
+    """The error of a conditional write that failed: "<actual revision or -> <expected revision or new>"."""
+    actual, expected = rest.split()[:2]  # Redis appends where in the script the error was raised
+    try:
+        check_revision(None if actual == "-" else int(actual), None if expected == "new" else int(expected))
+    except CoordError as exc:
+        return exc
+    return CoordError(f"redis reported a conflict that is none: {rest}")
+
+
 _ERRORS: dict[str, Callable[[str], CoordError]] = {
-    "KEYEXISTS": lambda _: KeyExists("the key already exists"),
-    "NOTFOUND": lambda _: KeyNotFound("the key is gone"),
-    "MODIFIED": lambda rest: KeyModified(f"the key is at revision {rest.split()[0]}"),
+    "REVISION": _conflict,
     "LEASE": lambda _: LeaseExpired("the lease has expired"),
 }
 
@@ -439,10 +445,10 @@ class RedisStore(Store):
 
     # -- watches and closing --------------------------------------------------------
 
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+    def _watch(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         self._feed.add(watch, key, tree, start_revision)
 
-    def _unwatch(self, watch: Watch) -> None:
+    def _unwatch(self, watch: WatchFeed) -> None:
         self._feed.remove(watch)
 
     def _close(self) -> None:
@@ -490,7 +496,7 @@ class _Feed:
     def __init__(self, store: RedisStore, options: dict[str, Any]) -> None:
         self._store = store
         self._lock = threading.Condition()
-        self._subs: dict[Watch, _Sub] = {}
+        self._subs: dict[WatchFeed, _Sub] = {}
         self._pos: int | None = None
         self._last: tuple[bytes, bytes] | None = None  # type and key of the entry at _pos
         self._closed = False
@@ -502,7 +508,7 @@ class _Feed:
         self._conn = redis.Redis(**options, socket_timeout=block, max_connections=1)
         self._log = store._keys[_KEYS.index("log")]
 
-    def add(self, watch: Watch, key: str, tree: bool, start: int | None) -> None:
+    def add(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         revision, pairs = self._store._read(key, "none" if start is not None else "tree" if tree else "key")
         sub = _Sub(key, tree, revision + 1 if start is None else max(start, 1))  # revisions start at 1
         with self._lock:
@@ -517,7 +523,7 @@ class _Feed:
                 self._thread.start()
             self._lock.notify_all()
 
-    def remove(self, watch: Watch) -> None:
+    def remove(self, watch: WatchFeed) -> None:
         with self._lock:
             self._subs.pop(watch, None)
 
@@ -536,19 +542,19 @@ class _Feed:
 
     # -- delivery, always under _lock; client None = the Store's pool, with retries ---------
 
-    def _emit_state(self, watch: Watch, sub: _Sub, revision: int, pairs: list[KVPair]) -> None:
+    def _emit_state(self, watch: WatchFeed, sub: _Sub, revision: int, pairs: list[KVPair]) -> None:
         for pair in sorted(pairs, key=lambda p: p.key):
-            watch._emit(Event("put", pair.key, pair.value, pair.revision))
+            watch.emit(Event("put", pair.key, pair.value, pair.revision))
         watch.revision = revision
         sub.next = revision + 1
 
-    def _resync(self, watch: Watch, sub: _Sub, client: redis.Redis | None) -> None:
+    def _resync(self, watch: WatchFeed, sub: _Sub, client: redis.Redis | None) -> None:
         """The history ``watch`` needs is gone: emit the current state rather than skip."""
         revision, pairs = self._store._read(sub.key, "tree" if sub.tree else "key", client)
         log.info("watch of %r re-synced at revision %d: the change log no longer reaches back", sub.key, revision)
         self._emit_state(watch, sub, revision, pairs)
 
-    def _catch_up(self, watch: Watch, sub: _Sub, upto: int, client: redis.Redis | None) -> None:
+    def _catch_up(self, watch: WatchFeed, sub: _Sub, upto: int, client: redis.Redis | None) -> None:
         """Deliver revisions ``sub.next`` .. ``upto`` to ``watch``: every one is in the log unless trimmed."""
         conn = client or self._store._redis
         while sub.next <= upto:
@@ -559,14 +565,14 @@ class _Feed:
             for entry_id, data in entries:
                 self._deliver(watch, sub, _revision(entry_id), data)
 
-    def _deliver(self, watch: Watch, sub: _Sub, revision: int, data: dict[bytes, bytes]) -> None:
+    def _deliver(self, watch: WatchFeed, sub: _Sub, revision: int, data: dict[bytes, bytes]) -> None:
         if revision < sub.next:
             return
         sub.next = revision + 1
         key = data[b"k"].decode()
         if matches(key, sub.key, sub.tree):
             put = data[b"t"] == b"p"
-            watch._emit(Event("put" if put else "delete", key, data[b"v"] if put else None, revision))
+            watch.emit(Event("put" if put else "delete", key, data[b"v"] if put else None, revision))
 
     def _dispatch(self, entries: _Entries) -> None:
         for entry_id, data in entries:
@@ -586,8 +592,8 @@ class _Feed:
         return cast(_Entries, conn.xrange(self._log, f"{low}-0", f"{high}-0", count=BATCH))
 
     def _xread(self, pos: int | None) -> _Entries:
-        reply = self._conn.xread({self._log: f"{pos}-0"}, count=BATCH, block=int(REAP_INTERVAL * 1000))
-        return cast(_Entries, reply[0][1]) if reply else []  # type: ignore[index]
+        reply = cast(Any, self._conn.xread({self._log: f"{pos}-0"}, count=BATCH, block=int(REAP_INTERVAL * 1000)))
+        return cast(_Entries, reply[0][1]) if reply else []
 
     def _loop(self) -> None:
         reaped = 0.0
@@ -649,7 +655,7 @@ class _Feed:
         with self._lock:
             watches, self._subs = list(self._subs), {}
         for watch in watches:
-            watch._fail(error)
+            watch.fail(error)
 
 
 def _revision(entry_id: bytes) -> int:

@@ -31,7 +31,7 @@ from kazoo.exceptions import BadVersionError, NoNodeError
 
 from ..._store import matches
 from ..._types import Event
-from ..._watch import Watch
+from ..._watch import WatchFeed
 from ._blobs import Blobs
 from ._boundary import Boundary, Retry, Try
 from ._keys import Found, Keys
@@ -75,14 +75,14 @@ class Log:
         self._zk, self._layout, self._keys, self._blobs = zk, layout, keys, blobs
         self._history, self._track, self._on_event = history, track, on_event
         self._lock = threading.Lock()  # guards _live: watches end on any thread
-        self._live: dict[Watch, _Live] = {}
+        self._live: dict[WatchFeed, _Live] = {}
         self.seq: int | None = None  # the last entry delivered; None while nothing is watched
 
-    def watched(self) -> list[tuple[Watch, _Live]]:
+    def watched(self) -> list[tuple[WatchFeed, _Live]]:
         with self._lock:
             return list(self._live.items())
 
-    def forget(self, watch: Watch) -> None:
+    def forget(self, watch: WatchFeed) -> None:
         with self._lock:
             self._live.pop(watch, None)
 
@@ -114,7 +114,7 @@ class Log:
                 self._snapshot(t, watch, live)
             self.seq = seqs[-1]  # only now: a retry after a failed snapshot must re-sync again
 
-    def _deliver(self, t: Try, data: bytes, stat: Any, watches: list[tuple[Watch, _Live]]) -> None:
+    def _deliver(self, t: Try, data: bytes, stat: Any, watches: list[tuple[WatchFeed, _Live]]) -> None:
         key, node = read_entry(data)
         event: Event | None = None
         for watch, live in watches:
@@ -123,11 +123,11 @@ class Log:
             if event is None:  # read the value (maybe chunks) once, and before emitting anything
                 value = None if node is None else self._blobs.read(t, node)
                 event = Event("delete" if node is None else "put", key, value, stat.czxid)
-            watch._emit(event)
+            watch.emit(event)
         if event is not None and node is not None:
             self._track(key, node, stat)
 
-    def start(self, watch: Watch, key: str, tree: bool, start: int | None) -> None:
+    def start(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         """Bring a new watch up to date (snapshot or replay), then feed it from the log."""
         self.tail()  # so the new watch starts from the log's current end
         live = _Live(key, tree)
@@ -144,7 +144,7 @@ class Log:
         with self._lock:
             self._live[watch] = live
 
-    def _replay(self, t: Try, watch: Watch, live: _Live, start: int) -> None:
+    def _replay(self, t: Try, watch: WatchFeed, live: _Live, start: int) -> None:
         client = self._zk.client
         seqs = self._layout.seqs(t.wait(client.get_children_async(self._layout.log)))
         seqs = [seq for seq in seqs if self.seq is not None and seq <= self.seq]
@@ -159,7 +159,7 @@ class Log:
                 return
             watch.revision = max(watch.revision, stat.czxid)
 
-    def _snapshot(self, t: Try, watch: Watch, live: _Live) -> None:
+    def _snapshot(self, t: Try, watch: WatchFeed, live: _Live) -> None:
         """Emit the current state, and remember what it reflects so the log does not repeat it."""
         found, dirs = self._read(t, live)
         live.marks = {k: stat.mzxid for k, _, stat in found}
@@ -169,7 +169,7 @@ class Log:
         # Every value read before the first event: a retry (chunks freed meanwhile) must not repeat any.
         events = [Event("put", k, self._blobs.read(t, n), stat.mzxid) for k, n, stat in nodes if not n.expired(stat)]
         for event in events:
-            watch._emit(event)
+            watch.emit(event)
         for k, node, stat in nodes:
             self._track(k, node, stat)
         watch.revision = max(watch.revision, live.until)

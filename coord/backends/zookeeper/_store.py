@@ -15,7 +15,7 @@ from ..._lease import Lease
 from ..._store import Store
 from ..._types import KVPair
 from ..._url import Location
-from ..._watch import Watch
+from ..._watch import WatchFeed
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys
@@ -61,7 +61,7 @@ class ZooKeeperStore(Store):
         self._zk = zk = Boundary(hosts, timeout, session_timeout, layout.log)
         self._blobs = Blobs(zk, layout)
         self._keys = Keys(zk, layout, self._blobs)
-        self._worker = Worker(zk, layout, self._keys, self._blobs, history, closed=lambda: self.closed)
+        self._worker = Worker(zk, layout, self._keys, self._blobs, history, lambda: self.closed, self.clock)
         self._sessions = Sessions(zk, layout, self._keys, defer=lambda task: self._worker.submit("lost", task))
         self._writer = Writer(zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete)
         zk.on_trim_due = self._worker.trim
@@ -161,10 +161,10 @@ class ZooKeeperStore(Store):
                         t.wait(self._zk.client.delete_async(self._layout.dir(folder)))
             return
 
-    def _watch(self, watch: Watch, key: str, tree: bool, start_revision: int | None) -> None:
+    def _watch(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         self._worker.watch(watch, key, tree, start_revision)
 
-    def _unwatch(self, watch: Watch) -> None:
+    def _unwatch(self, watch: WatchFeed) -> None:
         self._worker.log.forget(watch)
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:

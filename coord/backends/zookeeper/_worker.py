@@ -12,7 +12,6 @@ delete at once; a ttl key is reaped (deleted, logged) at its expiry.
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 import queue
 import threading
@@ -25,8 +24,9 @@ from typing import Any
 from kazoo.client import KazooState
 from kazoo.protocol.states import EventType
 
+from ..._clock import Clock, Timer
 from ..._errors import CoordError, StoreUnavailable
-from ..._watch import Watch
+from ..._watch import WatchFeed
 from ._blobs import Blobs
 from ._boundary import Boundary, Try
 from ._keys import Keys
@@ -41,16 +41,24 @@ _RETRY_TAIL = 0.5  # seconds before reading the log again after a failed read
 
 class Worker:
     def __init__(
-        self, zk: Boundary, layout: Layout, keys: Keys, blobs: Blobs, history: int, closed: Callable[[], bool]
+        self,
+        zk: Boundary,
+        layout: Layout,
+        keys: Keys,
+        blobs: Blobs,
+        history: int,
+        closed: Callable[[], bool],
+        clock: Clock,
     ) -> None:
         self._zk, self._layout, self._keys, self._closed = zk, layout, keys, closed
+        self._clock = clock
+        self._timers = clock.timers("zookeeper")  # they only queue tasks for the worker thread
         self.log = Log(zk, layout, keys, blobs, history, track=self._track, on_event=self._on_event)
         self._tasks: queue.SimpleQueue[Task] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._ephemerals: dict[str, str] = {}  # watched lease keys: path -> key
-        self._reaps: list[tuple[float, str, int]] = []  # (due, key, mzxid) of ttl keys
-        self._retry_tail: float | None = None
+        self._retry_tail: Timer | None = None
 
     def submit(self, name: str, task: Callable[[], None]) -> None:
         with self._lock:
@@ -63,7 +71,7 @@ class Worker:
         """Let the thread see that the Store closed."""
         self._tasks.put(("close", lambda: None))
 
-    def watch(self, watch: Watch, key: str, tree: bool, start: int | None) -> None:
+    def watch(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         """Start feeding ``watch``; return once its snapshot or replay was delivered."""
         done: Future[None] = Future()
 
@@ -103,13 +111,10 @@ class Worker:
 
     def _work(self) -> None:
         while not self._closed():
-            now = time.monotonic()
-            due = min([now + 1.0, *(r[0] for r in self._reaps[:1]), *([self._retry_tail] if self._retry_tail else [])])
             try:
-                name, task = self._tasks.get(timeout=max(0.0, due - now))
+                name, task = self._tasks.get(timeout=1.0)
             except queue.Empty:
-                name, task = "tick", lambda: None
-            self._run_due()
+                continue
             self._run(name, task)
 
     @staticmethod
@@ -120,15 +125,6 @@ class Worker:
             log.debug("zookeeper worker: %s failed: %s", name, exc)
         except Exception:  # never let the worker die
             log.exception("zookeeper worker: %s failed", name)
-
-    def _run_due(self) -> None:
-        now = time.monotonic()
-        while self._reaps and self._reaps[0][0] <= now:
-            _, key, mzxid = heapq.heappop(self._reaps)
-            self._run("reap", functools.partial(self._keys.reap, key, mzxid))
-        if self._retry_tail is not None and self._retry_tail <= now:
-            self._retry_tail = None
-            self._run("connected", lambda: self._feeding(self._reconnected))
 
     def _feeding(self, read: Callable[[], None]) -> None:
         """Read the log for the watches, if any."""
@@ -142,7 +138,9 @@ class Worker:
         try:
             read()
         except CoordError:
-            self._retry_tail = time.monotonic() + _RETRY_TAIL
+            if self._retry_tail is None or not self._retry_tail.pending:
+                again = functools.partial(self.submit, "connected", lambda: self._feeding(self._reconnected))
+                self._retry_tail = self._timers.call_at(self._clock.now() + _RETRY_TAIL, again)
             raise
 
     def _reconnected(self) -> None:
@@ -156,8 +154,10 @@ class Worker:
             self._check_ephemeral(path, watched)
 
     def _schedule(self, key: str, mzxid: int, expires: float) -> None:
-        due = time.monotonic() + max(0.0, expires - time.time()) + 0.01
-        heapq.heappush(self._reaps, (due, key, mzxid))
+        due = self._clock.now() + max(0.0, expires - time.time()) + 0.01  # expires is on the server's wall clock
+        self._timers.call_at(
+            due, functools.partial(self.submit, "reap", functools.partial(self._keys.reap, key, mzxid))
+        )
 
     def _check_ephemeral(self, path: str, key: str) -> None:
         def attempt(t: Try) -> None:

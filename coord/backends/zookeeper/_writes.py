@@ -24,6 +24,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotE
 
 from ..._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreUnavailable
 from ..._lease import Lease
+from ..._store import check_revision
 from ..._types import KVPair
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
@@ -34,12 +35,8 @@ from ._sessions import Sessions
 
 def check_expected(expect: str | int, expired: bool, mzxid: int) -> None:
     """Raise what a conditional write (or delete) finding the key at ``mzxid`` must raise."""
-    if expect == "absent" and not expired:
-        raise KeyExists("the key already exists")
-    if isinstance(expect, int) and expired:
-        raise KeyNotFound("the key is gone")
-    if isinstance(expect, int) and mzxid != expect:
-        raise KeyModified(f"the key is at revision {mzxid}, not {expect}")
+    if expect != "any":
+        check_revision(None if expired else mzxid, None if expect == "absent" else int(expect))
 
 
 @dataclass(eq=False)
