@@ -4,6 +4,16 @@
 sqlite file, or memory); recipes built only on its primitives give leader
 election, locks, semaphores, service registration and barriers on any of
 them.
+
+The layers, each importing only those above it::
+
+    coord/_*.py       the contract: KVPair and Event, errors, keys, Clock,
+                      Lease and its keeper, Watch and WatchFeed, Store,
+                      URLs, the backend table (_registry), connect()
+    coord/backends/   one module or package per backend (by URL scheme)
+    coord/recipes/    Election, Lock, Semaphore, registration, barriers
+    coord/testing/    FaultyStore, Scheduler, the conformance suite
+    coord/__init__    this curated API
 """
 
 from ._clock import Clock, ManualClock, SystemClock

@@ -87,8 +87,7 @@ class Server:
             ]  # fmt: skip
         raise ValueError(self.name)
 
-    def url(self) -> str:
-        scheme = {"etcd": "etcd", "zookeeper": "zookeeper", "redis": "redis"}[self.name]
+    def url(self, scheme: str) -> str:
         return f"{scheme}://{HOST}:{self.port}"
 
     def pid(self) -> int | None:
@@ -210,11 +209,6 @@ SERVERS = {
 # A three-member etcd cluster for failover tests; started on demand by the tests.
 CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
-ENV = {
-    "etcd": ("COORD_TEST_ETCD", "COORD_TEST_ETCD2"),
-    "zookeeper": ("COORD_TEST_ZOOKEEPER",),
-    "redis": ("COORD_TEST_REDIS",),
-}
 
 
 def install(names: list[str]) -> None:
@@ -235,12 +229,14 @@ def _installed(server: Server) -> bool:
 
 
 def env_lines() -> list[str]:
-    lines = []
-    for name, server in SERVERS.items():
-        for var in ENV[name]:
-            url = server.url().replace("etcd://", "etcd2://") if var.endswith("ETCD2") else server.url()
-            lines.append(f"export {var}={url}")
-    return lines
+    """One export per backend of coord's table that is tested against one of these servers."""
+    from coord._registry import server_backends
+
+    return [
+        f"export {backend.test_env}={SERVERS[backend.server].url(backend.schemes[0])}"
+        for backend in server_backends()
+        if backend.server in SERVERS
+    ]
 
 
 def main(argv: list[str]) -> int:

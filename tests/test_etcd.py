@@ -70,7 +70,7 @@ def test_a_running_watch_resyncs_when_its_history_was_compacted(proxy: Proxy, di
         direct.put("c/a", b"2")
         direct.delete("c/b")
         direct.put("c/c", b"1")
-        direct._client.compact(direct.put("c/d", b"1").revision)
+        direct._etcd.client.compact(direct.put("c/d", b"1").revision)
         time.sleep(0.5)
         proxy.accept()
         # The keys written since, in revision order, then the deletes the compaction hid.
@@ -91,7 +91,7 @@ def test_a_watch_from_a_compacted_revision_starts_from_the_current_state(direct:
     old = direct.put("h/a", b"1")
     direct.put("h/b", b"1")
     direct.put("h/a", b"2")
-    direct._client.compact(direct.put("h/c", b"1").revision)
+    direct._etcd.client.compact(direct.put("h/c", b"1").revision)
     with direct.watch_tree("h", start_revision=old.revision) as watch:
         assert summary(drain(watch, 3)) == [("put", "h/a", b"2"), ("put", "h/b", b"1"), ("put", "h/c", b"1")]
         assert watch.get(timeout=0.3) is None
@@ -102,7 +102,7 @@ def test_a_watch_from_a_compacted_revision_starts_from_the_current_state(direct:
 def test_a_lease_etcd_dropped_behind_the_stores_back(direct: EtcdStore) -> None:
     lease = direct.lease(5)
     direct.put("l", b"", lease=lease)
-    direct._client.revoke_lease(lease.id)  # as if it expired while its holder was cut off
+    direct._etcd.client.revoke_lease(lease.id)  # as if it expired while its holder was cut off
     with pytest.raises(coord.LeaseExpired) as info:
         direct.put("l", b"", lease=lease)
     assert info.value.key == "l" and info.value.backend == "etcd"
@@ -143,7 +143,7 @@ def test_the_store_moves_to_the_next_endpoint_when_its_own_goes_away(server: tup
         watch = store.watch_tree("f")
         store.put("f/1", b"1")
         assert summary(drain(watch, 1)) == [("put", "f/1", b"1")]
-        in_use = one if store._client.endpoint_in_use.netloc.endswith(f":{one.port}") else two
+        in_use = one if store._etcd.client.endpoint_in_use.netloc.endswith(f":{one.port}") else two
         in_use.refuse()
         in_use.cut()
         for number in range(2, 6):  # no error reaches the caller: only latency

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from .._clock import Clock
-from .._errors import ConfigurationError, LeaseExpired, StoreUnavailable
+from .._errors import ConfigurationError, LeaseExpired, NotSupported, StoreUnavailable
 from .._lease import Lease
 from .._store import Store, check_revision, matches
 from .._types import Event, KVPair
@@ -82,7 +82,9 @@ class SQLiteStore(Store):
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         if clock is not None:
-            raise ConfigurationError("the sqlite store expires keys by the wall clock; a clock cannot be injected")
+            raise NotSupported(
+                "the sqlite store expires keys by the host's clock; a clock cannot be injected", backend=self.backend
+            )
         super().__init__(prefix=prefix)
         if not location.path:
             raise ConfigurationError("sqlite:// needs a file: sqlite:///path/to/file.db")

@@ -1,0 +1,160 @@
+"""The one boundary between pyetcd (gRPC) and coord: the client, and ``call``, where their errors become coord's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+import pyetcd
+from pyetcd import exceptions as etcd_errors
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+from ..._errors import ConfigurationError, CoordError, LeaseExpired, StoreClosed, StoreUnavailable
+from ..._types import KVPair
+
+BACKEND = "etcd"
+_T = TypeVar("_T")
+
+DEFAULT_PORT = 2379
+#: How long an endpoint that failed is passed over before it is tried again (when there are others).
+_ENDPOINT_PAUSE = 1.0
+_GRPC_OPTIONS = [
+    # gRPC's reconnect backoff grows to two minutes; a restarted etcd should be used at once.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    # Notice a dead connection (a frozen or partitioned server) under an idle watch stream. etcd
+    # refuses pings more often than every 5 s, and only while a stream is open.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A list of many large values may exceed gRPC's default 4 MiB; etcd itself sends any size.
+    ("grpc.max_receive_message_length", -1),
+]
+# RESOURCE_EXHAUSTED is etcd's "too many requests" as well as a full database: both worth a wait.
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+# What pyetcd turns those codes (and its own connection troubles) into.
+_TRANSIENT_ERRORS = (
+    etcd_errors.ConnectionFailedError,
+    etcd_errors.ConnectionTimeoutError,
+    etcd_errors.InternalServerError,
+    etcd_errors.NoServerAvailableError,
+    etcd_errors.WatchTimedOut,
+)
+_BACKOFF = wait_exponential(multiplier=0.02, max=0.5)
+
+
+class Boundary:
+    """The Store's pyetcd client over every endpoint, and the one place its errors become coord's."""
+
+    def __init__(self, hosts: list[tuple[str, int]], timeout: float) -> None:
+        self.hosts = hosts
+        self.timeout = timeout
+        self.shut = False  # set by close: from then on every call raises StoreClosed
+        pause = _ENDPOINT_PAUSE if len(hosts) > 1 else 0.0  # a lone endpoint is worth retrying at once
+        endpoints = [
+            pyetcd.Endpoint(
+                f"[{host}]" if ":" in host else host, port, secure=False, time_retry=pause, opts=_GRPC_OPTIONS
+            )
+            for host, port in hosts
+        ]
+        # Each attempt gets a third of the budget, so a hung endpoint leaves time to try the next one.
+        attempt_timeout = min(timeout, max(1.0, timeout / 3))
+        self.client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=attempt_timeout, failover=True)
+
+    def describe(self) -> str:
+        return "etcd://" + ",".join(f"{host}:{port}" for host, port in self.hosts)
+
+    def close(self) -> None:
+        self.shut = True
+        self.client.close()
+
+    # -- the one boundary with pyetcd and gRPC ---------------------------------
+
+    def call(self, request: Callable[[bool], _T], *, within: float | None = None) -> _T:
+        """Run ``request`` against etcd: the one place where pyetcd's and gRPC's errors become coord's.
+
+        Transient failures are retried for ``within`` seconds (the store's
+        ``timeout`` by default), then raise ``StoreUnavailable``. ``request``
+        is told whether an earlier attempt failed, since that attempt may
+        have been applied before its answer was lost: a write can then
+        recognise its own result instead of reporting it as a conflict.
+        """
+        budget = self.timeout if within is None else max(0.0, within)
+        retrying = Retrying(
+            stop=stop_after_delay(budget), wait=_BACKOFF, retry=retry_if_exception(transient), reraise=True
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if self.shut:
+                        raise StoreClosed("the store is closed", backend=BACKEND)
+                    return request(attempt.retry_state.attempt_number > 1)
+        except (grpc.RpcError, etcd_errors.Etcd3Exception) as exc:
+            raise self._coord_error(exc, budget) from exc
+        except ValueError as exc:
+            if self.shut:  # gRPC's answer to a call racing close(): a renewal, a re-subscription
+                raise StoreClosed("the store is closed", backend=BACKEND) from exc
+            raise
+        raise AssertionError("tenacity neither returned nor raised")
+
+    def _coord_error(self, exc: Exception, budget: float) -> CoordError:
+        code = exc.code() if isinstance(exc, grpc.RpcError) else None
+        detail = exc.details() if isinstance(exc, grpc.RpcError) else str(exc) or type(exc).__name__
+        where = self.describe()
+        if code == grpc.StatusCode.NOT_FOUND:  # the only NOT_FOUND our calls can get: "requested lease not found"
+            return LeaseExpired(f"etcd no longer has the lease: {detail}", backend=BACKEND)
+        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return ConfigurationError(f"{where} refused access: {detail}", backend=BACKEND)
+        if transient(exc):
+            return StoreUnavailable(f"{where} did not answer within {budget:g}s: {detail}", backend=BACKEND)
+        return CoordError(f"{where} refused the request: {detail}", backend=BACKEND)
+
+
+def transient(exc: BaseException) -> bool:
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in _TRANSIENT_CODES
+    return isinstance(exc, _TRANSIENT_ERRORS)
+
+
+def equal(target: Any, value: int) -> Any:
+    """A pyetcd comparison (it builds them by overloading ``==``)."""
+    return target == value
+
+
+def key_range(key: str, tree: bool) -> tuple[bytes, bytes | None]:
+    """The etcd range of one key, or of every key strictly under ``key`` (every key at all for "")."""
+    if not tree:
+        return key.encode(), None
+    if not key:
+        return b"\0", b"\0"
+    start = f"{key}/".encode()
+    return start, pyetcd.utils.prefix_range_end(start)
+
+
+def text(key: bytes) -> str:
+    return key.decode("utf-8", errors="replace")
+
+
+def mod_revision(kv: Any) -> int:
+    return int(kv.mod_revision)
+
+
+def pair(kv: Any) -> KVPair:
+    return KVPair(text(kv.key), kv.value, kv.mod_revision, kv.create_revision, kv.lease or None)
+
+
+def written(key: str, value: bytes, lease_id: int, response: Any) -> KVPair:
+    """The pair a Put (or a Txn's put) wrote; ``created`` comes from the previous pair, if there was one."""
+    revision = response.header.revision
+    created = response.prev_kv.create_revision if response.HasField("prev_kv") else revision
+    return KVPair(key, value, revision, created, lease_id or None)

@@ -1,0 +1,211 @@
+"""Watches on etcd: every Watch of a Store multiplexed on one gRPC stream per endpoint, resumed after a break.
+
+Each Watch is one etcd watch; a pyetcd Watcher multiplexes them all on one
+stream read by one thread, and one more thread per Store re-subscribes the
+watches whose stream broke. A watch starts with a Range (the current state
+and its revision) and watches from the revision after it. After a broken
+stream it resumes from the revision after the last one delivered (etcd sends
+all events of one revision in one response, so nothing is lost or
+repeated). If etcd compacted that history away it re-syncs from a Range:
+puts for the keys written since, deletes for keys it had seen that are gone.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd import events as etcd_events
+from pyetcd import exceptions as etcd_errors
+from pyetcd.watch import Watcher, WatchResponse
+
+from ..._errors import CoordError, StoreUnavailable
+from ..._types import Event
+from ..._watch import WatchFeed
+from ._boundary import BACKEND, Boundary, key_range, mod_revision, text, transient
+
+
+@dataclass(eq=False)
+class _Feed:
+    """What feeds one Watch: the etcd range it covers and the revision to resume from."""
+
+    watch: WatchFeed
+    key: str
+    start: bytes
+    end: bytes | None
+    next: int  # the first revision not delivered yet
+    fresh: bool = True  # nothing delivered yet, so a re-sync emits the whole state
+    seen: set[str] = field(default_factory=set)  # keys present as far as the Watch knows
+    generation: int = 0  # one per subscription; what an older one says is dropped
+    watcher: Any = None  # the pyetcd Watcher and id of the current subscription
+    watch_id: int | None = None
+    closed: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Watches:
+    """The watches of one Store."""
+
+    def __init__(self, etcd: Boundary, watch_retry: float, label: Callable[[str], str | None]) -> None:
+        self._etcd = etcd
+        self._watch_retry = watch_retry
+        self._label = label  # a full key as the Store's user knows it, for errors
+        self._feeds: dict[WatchFeed, _Feed] = {}
+        self._feeds_lock = threading.Lock()
+        self._lost: queue.SimpleQueue[tuple[_Feed, bool, float] | None] = queue.SimpleQueue()
+        self._resumer: threading.Thread | None = None
+        self._watchers: dict[str, Any] = {}  # endpoint -> the pyetcd Watcher (one stream) on it
+
+    def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
+        start, end = key_range(key, tree)
+        feed = _Feed(watch, key, start, end, next=max(1, start_revision or 1))
+        with self._feeds_lock:
+            self._feeds[watch] = feed
+            if self._resumer is None:
+                self._resumer = threading.Thread(target=self._resume_loop, name="coord-etcd-watch", daemon=True)
+                self._resumer.start()
+        if start_revision is None:
+            self._resync(feed)
+        else:
+            watch.revision = feed.next - 1
+        self._etcd.call(lambda _: self._subscribe(feed))
+
+    def remove(self, watch: WatchFeed) -> None:
+        with self._feeds_lock:
+            feed = self._feeds.pop(watch, None)
+        if feed is None:
+            return
+        with feed.lock:
+            feed.closed = True
+            watcher, watch_id = feed.watcher, feed.watch_id
+        if watcher is not None and watch_id is not None:
+            watcher.cancel(watch_id)
+
+    def _resync(self, feed: _Feed, within: float | None = None) -> None:
+        """Emit the current state: where a watch starts, or what replaces history etcd compacted away.
+
+        A fresh watch gets a put for every key, sorted by key. A running one
+        gets a put for each key written since its last event, in revision
+        order, then a delete for each key it had seen that is now gone, at the
+        snapshot's revision (when exactly it went was compacted away).
+        """
+        response = self._etcd.call(
+            lambda _: self._etcd.client.get_response(feed.start, range_end=feed.end), within=within
+        )
+        revision = response.header.revision
+        current = {text(kv.key): kv for kv in response.kvs}
+        with feed.lock:
+            if feed.closed:
+                return
+            if feed.fresh:
+                changed, gone = sorted(current.values(), key=lambda kv: kv.key), []
+            else:
+                changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=mod_revision)
+                gone = sorted(feed.seen - current.keys())
+            for kv in changed:
+                feed.watch.emit(Event("put", text(kv.key), kv.value, kv.mod_revision))
+            for key in gone:
+                feed.watch.emit(Event("delete", key, None, revision))
+            feed.seen, feed.next, feed.fresh = set(current), revision + 1, False
+            feed.watch.revision = revision
+
+    def _subscribe(self, feed: _Feed) -> None:
+        """Open the etcd watch that feeds ``feed`` from ``feed.next`` on."""
+        with feed.lock:
+            if feed.closed:
+                return
+            feed.generation += 1
+            generation, start_revision = feed.generation, feed.next
+
+        def on_response(response: object) -> None:
+            self._on_response(feed, generation, response)
+
+        endpoint, watcher = self._watcher()
+        try:
+            watch_id = watcher.add_callback(feed.start, on_response, range_end=feed.end, start_revision=start_revision)
+        except etcd_errors.RevisionCompactedError as exc:
+            on_response(exc)
+            return
+        except (grpc.RpcError, etcd_errors.WatchTimedOut) as exc:
+            if transient(exc):
+                endpoint.fail()  # so that the next attempt goes to another endpoint, if there is one
+            raise
+        with feed.lock:
+            if feed.generation != generation:
+                return  # already over (compacted, or the stream broke): the resumer has it
+            feed.watcher, feed.watch_id = watcher, watch_id
+            closed = feed.closed
+        if closed:  # closed while subscribing, before there was an id to cancel
+            watcher.cancel(watch_id)
+
+    def _watcher(self) -> tuple[Any, Any]:
+        """The endpoint in use and the pyetcd Watcher on it, which multiplexes every subscription on one stream.
+
+        The Store keeps its own Watchers rather than pyetcd's shared one,
+        which pyetcd half-closes whenever any request times out; a cancel
+        sent to a half-closed stream can block forever.
+        """
+        channel = self._etcd.client.channel  # moves to the next endpoint if this one failed
+        endpoint = self._etcd.client.endpoint_in_use
+        with self._feeds_lock:
+            watcher = self._watchers.get(endpoint.netloc)
+            if watcher is None:
+                watcher = Watcher(etcdrpc.WatchStub(channel), timeout=self._etcd.client.timeout)
+                self._watchers[endpoint.netloc] = watcher
+        return endpoint, watcher
+
+    def _on_response(self, feed: _Feed, generation: int, response: object) -> None:
+        """Deliver one response of a subscription, in pyetcd's watch thread; or hand a broken one to the resumer."""
+        with feed.lock:
+            if feed.closed or feed.generation != generation:
+                return
+            if isinstance(response, WatchResponse):
+                for event in response.events:
+                    key = text(event.key)
+                    if isinstance(event, etcd_events.DeleteEvent):
+                        feed.seen.discard(key)
+                        feed.watch.emit(Event("delete", key, None, event.mod_revision))
+                    else:
+                        feed.seen.add(key)
+                        feed.watch.emit(Event("put", key, event.value, event.mod_revision))
+                    feed.next, feed.fresh = event.mod_revision + 1, False
+                return
+            # The stream broke (an RpcError, or None when pyetcd closed it) or etcd compacted our start.
+            feed.generation += 1
+        self._lost.put((feed, isinstance(response, etcd_errors.RevisionCompactedError), time.monotonic()))
+
+    def _resume_loop(self) -> None:
+        """Re-subscribe, one at a time, the watches whose etcd watch ended, until the store closes."""
+        while (item := self._lost.get()) is not None:
+            feed, compacted, since = item
+            try:
+                self._resume(feed, compacted, within=since + self._watch_retry - time.monotonic())
+                continue
+            except CoordError as exc:
+                error = exc
+            except Exception as exc:  # whatever it is must not end the thread every watch relies on
+                error = StoreUnavailable(f"re-subscribing the watch failed: {exc!r}", backend=BACKEND)
+                error.__cause__ = exc
+            if not feed.closed and not self._etcd.shut:
+                error.key = error.key or self._label(feed.key)
+                feed.watch.fail(error)
+
+    def _resume(self, feed: _Feed, compacted: bool, within: float) -> None:
+        if compacted:
+            self._resync(feed, within=within)
+        self._etcd.call(lambda _: self._subscribe(feed), within=within)
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._lost.put(None)
+        with self._feeds_lock:
+            watchers = list(self._watchers.values())
+        for watcher in watchers:
+            watcher.close()
