@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._lease import Lease
 from ._store import Store
+from ._txn import Transaction
 from ._types import Event, KVPair
 from ._watch import Watch
 from .recipes import (
@@ -75,6 +76,7 @@ __all__ = [
     "StoreClosed",
     "StoreUnavailable",
     "SystemClock",
+    "Transaction",
     "Watch",
     "connect",
     "default_store",

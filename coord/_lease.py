@@ -16,6 +16,7 @@ on a third (so a slow callback delays neither).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -63,14 +64,23 @@ class Lease:
         """The moment (on the store's clock) after which the lease counts as lost."""
         return self._kept.deadline
 
-    def on_lost(self, callback: Callable[[Lease], Any]) -> None:
-        """Call ``callback(lease)`` once when the lease is lost; at once, in this thread, if it already is."""
+    def on_lost(self, callback: Callable[[Lease], Any]) -> Callable[[], None]:
+        """Call ``callback(lease)`` once when the lease is lost; at once, in this thread, if it already is.
+
+        Returns a function that forgets the callback (for a holder that lets
+        go of a lease that lives on, such as a Store's session).
+        """
         self.lost.is_set()  # marks the lease lost if its deadline has passed
         with self._kept.keeper.lock:
             if not threading.Event.is_set(self.lost):
                 self._callbacks.append(callback)
-                return
+                return functools.partial(self._forget, callback)
         _call(callback, self)
+        return _nothing
+
+    def _forget(self, callback: Callable[[Lease], Any]) -> None:
+        with self._kept.keeper.lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     def revoke(self) -> None:
         """End the lease now and delete its keys. Idempotent; best effort once lost."""
@@ -251,3 +261,7 @@ def _call(callback: Callable[[Lease], Any], lease: Lease) -> None:
         callback(lease)
     except Exception:  # a user's callback must not end the lane the others run on
         log.exception("on_lost callback %r failed", callback)
+
+
+def _nothing() -> None:
+    pass

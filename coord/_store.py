@@ -18,13 +18,14 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 from ._clock import Clock, SystemClock
-from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, StoreClosed
+from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, NotSupported, StoreClosed
 from ._keys import check_ttl, check_value, is_under, normalize_key
 from ._lease import Lease, LeaseKeeper
+from ._txn import Op, Transaction
 from ._types import KVPair
 from ._watch import Watch, WatchFeed
 
-__all__ = ["Store", "check_revision", "matches"]
+__all__ = ["Store", "check_revision", "labelled", "matches"]
 
 
 class Store(abc.ABC):
@@ -49,6 +50,8 @@ class Store(abc.ABC):
         self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke)
         self._watches: set[WatchFeed] = set()
         self._watches_lock = threading.Lock()
+        self._session_leases: dict[float, Lease] = {}
+        self._sessions_lock = threading.Lock()
 
     # -- the public API --------------------------------------------------
 
@@ -121,6 +124,27 @@ class Store(abc.ABC):
         """Events of every key strictly under ``prefix``, as ``watch`` gives them for one key."""
         with self._op(prefix, root=True) as p:
             return self._open_watch(p, True, start_revision)
+
+    def transaction(self) -> Transaction:
+        """A transaction: conditional writes applied all or none, and reads that see them (see ``Transaction``)."""
+        with self._op(_NO_KEY):
+            return Transaction(self._commit, self._full_key)
+
+    def session(self, ttl: float = 10.0) -> Lease:
+        """The Store's shared lease of ``ttl`` seconds: granted on first use, then the same one until it ends.
+
+        Recipes bind their keys to it, as etcd's ``concurrency.Session`` and
+        kazoo's client session do, so liveness costs one lease per Store and
+        ttl however many locks, elections and registrations use it. Once it
+        is lost or revoked, the next call grants a new one. Its loss is every
+        holder's loss: take a lease of your own (``lease()``) to isolate one.
+        """
+        ttl = check_ttl(ttl)
+        with self._sessions_lock:
+            lease = self._session_leases.get(ttl)
+            if lease is None or not lease.alive:
+                lease = self._session_leases[ttl] = self.lease(ttl)
+            return lease
 
     def lease(self, ttl: float) -> Lease:
         """Grant a lease of ``ttl`` seconds, kept alive in the background (renewed about every ttl/3)."""
@@ -213,6 +237,15 @@ class Store(abc.ABC):
     def _lease_revoke(self, lease: Lease) -> None:
         """End the lease and delete its keys."""
 
+    def _transaction(self, ops: builtins.list[Op]) -> builtins.list[object]:
+        """Run a transaction (see ``_txn``): check every condition, then write all or nothing, then read.
+
+        Results in op order: put -> KVPair, delete -> bool, get -> KVPair | None,
+        list -> list[KVPair] (any order), check -> None. A failed condition
+        raises its error with ``key`` set to that op's key.
+        """
+        raise NotSupported("this backend has no transactions")
+
     @abc.abstractmethod
     def _close(self) -> None: ...
 
@@ -240,6 +273,38 @@ class Store(abc.ABC):
             if exc.key is None:
                 exc.key = _label(key)
             raise
+
+    def _full_key(self, key: object, *, root: bool = False) -> str:
+        """``key`` normalised and under the prefix (for transactions, which collect keys before running)."""
+        try:
+            full = normalize_key(key, allow_root=root)
+        except CoordError as exc:
+            exc.backend = self.backend
+            raise
+        return f"{self._prefix}/{full}" if self._prefix and full else full or self._prefix
+
+    def _commit(self, ops: builtins.list[Op], labels: builtins.list[str]) -> builtins.list[object]:
+        with self._op(_NO_KEY):
+            for op in ops:
+                if op.lease is not None:
+                    self._check_write(op.value, None, op.lease)
+            try:
+                results = self._transaction(ops)
+            except CoordError as exc:
+                # Name the key as the caller wrote it.
+                exc.key = next((label for op, label in zip(ops, labels, strict=True) if op.key == exc.key), exc.key)
+                if exc.key is not None and self._prefix and exc.key.startswith(self._prefix + "/"):
+                    exc.key = self._strip(exc.key)
+                raise
+        return [self._result(op, result) for op, result in zip(ops, results, strict=True)]
+
+    def _result(self, op: Op, result: object) -> object:
+        if isinstance(result, KVPair):
+            return self._out(result)
+        if op.kind == "list":
+            assert isinstance(result, builtins.list)
+            return [self._out(pair) for pair in sorted(result, key=lambda pair: pair.key)]
+        return result
 
     def _check_write(self, value: bytes, ttl: float | None, lease: Lease | None) -> None:
         check_value(value)
@@ -319,6 +384,17 @@ def _revision(previous: KVPair) -> int:
     if not isinstance(previous, KVPair):
         raise TypeError(f"previous must be a KVPair, not {type(previous).__name__}")
     return previous.revision
+
+
+@contextmanager
+def labelled(key: str) -> Iterator[None]:
+    """Give the errors raised inside the key they concern (a transaction's op, say), unless they name one."""
+    try:
+        yield
+    except CoordError as exc:
+        if exc.key is None:
+            exc.key = key
+        raise
 
 
 def check_revision(actual: int | None, expected: int | None) -> None:

@@ -18,7 +18,8 @@ from .._clock import Clock, SystemClock, Timer
 from .._errors import LeaseExpired
 from .._keys import is_under
 from .._lease import Lease
-from .._store import Store, check_revision, matches
+from .._store import Store, check_revision, labelled, matches
+from .._txn import Op
 from .._types import Event, KVPair
 from .._url import Location
 from .._watch import WatchFeed
@@ -186,6 +187,33 @@ class MemoryStore(Store):
             self._data.reap()
             self._data.check(key, revision)
             self._data.remove(key)
+
+    def _transaction(self, ops: list[Op]) -> list[object]:
+        data = self._data
+        with data.lock:
+            data.reap()
+            for op in ops:
+                with labelled(op.key):
+                    if op.conditional:
+                        data.check(op.key, op.expect)
+                    if op.lease is not None and op.lease.id not in data.leases:
+                        raise LeaseExpired(f"lease {op.lease.id} has expired")
+            return [self._apply(op) for op in ops]
+
+    def _apply(self, op: Op) -> object:
+        data = self._data
+        if op.kind == "put":
+            return data.write(op.key, op.value, op.ttl, op.lease)
+        if op.kind == "delete":
+            existed = op.key in data.keys
+            if existed:
+                data.remove(op.key)
+            return existed
+        if op.kind == "get":
+            return data.keys.get(op.key)
+        if op.kind == "list":
+            return [pair for key, pair in data.keys.items() if is_under(key, op.key)]
+        return None
 
     def _watch(self, feed: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         data = self._data

@@ -29,7 +29,8 @@ from typing import ClassVar
 from .._clock import Clock
 from .._errors import ConfigurationError, LeaseExpired, NotSupported, StoreUnavailable
 from .._lease import Lease
-from .._store import Store, check_revision, matches
+from .._store import Store, check_revision, labelled, matches
+from .._txn import Op
 from .._types import Event, KVPair
 from .._url import Location
 from .._watch import WatchFeed
@@ -248,6 +249,31 @@ class SQLiteStore(Store):
         with self._write() as db:
             self._check(db, key, revision)
             self._remove(db, [key])
+
+    def _transaction(self, ops: list[Op]) -> list[object]:
+        with self._write() as db:
+            for op in ops:
+                if op.conditional:
+                    with labelled(op.key):
+                        self._check(db, op.key, op.expect)
+            return [self._apply(db, op) for op in ops]
+
+    def _apply(self, db: sqlite3.Connection, op: Op) -> object:
+        if op.kind == "put":
+            with labelled(op.key):
+                return self._write_key(db, op.key, op.value, op.ttl, op.lease)
+        if op.kind == "delete":
+            existed = db.execute("SELECT 1 FROM kv WHERE key = ?", (op.key,)).fetchone() is not None
+            if existed:
+                self._remove(db, [op.key])
+            return existed
+        if op.kind == "get":
+            row = db.execute("SELECT key, value, revision, created, lease FROM kv WHERE key = ?", (op.key,)).fetchone()
+            return _pair(row) if row else None
+        if op.kind == "list":
+            rows = db.execute(f"SELECT key, value, revision, created, lease FROM kv WHERE {_UNDER}", _bounds(op.key))
+            return [_pair(row) for row in rows.fetchall()]
+        return None
 
     # -- leases ---------------------------------------------------------------
 

@@ -37,13 +37,18 @@ class Holding(Generic[OwnerT]):
         self._token: int | None = None
         self._callbacks: list[Callable[[OwnerT], Any]] = []
         self._reported: Lease | None = None  # the last lease whose loss the callbacks were told of
+        self._forget: Callable[[], None] = lambda: None  # unsubscribes from the current lease
         self._never_lost = threading.Event()  # ``lost`` before the first holding: never set
 
     def begin(self, lease: Lease, token: int) -> None:
         """A new holding, through ``lease``, with fencing token ``token``."""
         with self._lock:
             self._lease, self._token = lease, token
-        lease.on_lost(self._lease_lost)
+        self._forget = lease.on_lost(self._lease_lost)
+
+    def end(self) -> None:
+        """The holding was let go: its lease (which may live on, as a session) no longer concerns this holder."""
+        self._forget()
 
     @property
     def lease(self) -> Lease | None:

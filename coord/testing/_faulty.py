@@ -13,6 +13,7 @@ from .._clock import Clock, Timer, Timers
 from .._errors import StoreUnavailable
 from .._lease import Lease
 from .._store import Store
+from .._txn import Op
 from .._types import KVPair
 from .._watch import Watch, WatchFeed
 from ._scheduler import ScheduledWatch
@@ -29,6 +30,7 @@ OPS = (
     "delete_tree",
     "atomic_put",
     "atomic_delete",
+    "transaction",
     "watch",
     "lease",
     "keepalive",
@@ -235,6 +237,9 @@ class FaultyStore(Store):
 
     def _atomic_delete(self, key: str, revision: int) -> None:
         self._call("atomic_delete", lambda: self.inner._atomic_delete(key, revision))
+
+    def _transaction(self, ops: list[Op]) -> list[object]:
+        return self._call("transaction", lambda: self.inner._transaction(ops))
 
     def _new_watch(self, feed: WatchFeed) -> Watch:
         # A watch that can park in a Scheduler's task.
