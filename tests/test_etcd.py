@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 
 import coord
@@ -166,3 +168,153 @@ def test_a_watch_that_cannot_reconnect_ends_with_store_unavailable(proxy: Proxy,
         assert time.monotonic() - started < 10
         assert info.value.backend == "etcd" and info.value.key == "w"
         assert watch.closed
+
+
+# -- transactions ------------------------------------------------------------------------
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "injected: the reply was lost"
+
+
+class _LoseOneReply:
+    """The store's KV stub, except that its next Txn gets UNAVAILABLE: applied first if ``apply``, as a lost reply.
+
+    The store drops the stub after that failure (it passes the endpoint over),
+    so only one request is affected. ``after`` runs before the failure is
+    raised, with etcd's answer if the Txn was applied.
+    """
+
+    def __init__(self, store: EtcdStore, *, apply: bool = True, after: Callable[[Any], object] | None = None) -> None:
+        self._stub = store._etcd.kv
+        self._apply = apply
+        self._after = after
+        self.lost = 0
+        store._etcd.client._stubs["kvstub"] = self
+
+    def Txn(self, request: Any, timeout: float) -> Any:  # noqa: N802 (the gRPC method's name)
+        self.lost += 1
+        response = self._stub.Txn(request, timeout) if self._apply else None
+        if self._after is not None:
+            self._after(response)
+        raise _Unavailable()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+
+def test_a_transaction_whose_reply_was_lost_recognises_its_own_commit(direct: EtcdStore) -> None:
+    session = direct.session(10)
+    other = direct.put("q/a", b"")
+    with direct.watch_tree("q") as watch:
+        drain(watch, 1)
+        lost = _LoseOneReply(direct)
+        txn = direct.transaction()
+        txn.list("q")  # before the put: the state just before the commit
+        txn.put("q/me", b"ticket", previous=None, lease=session)
+        txn.check("q/a", other)
+        txn.list("q")
+        before, mine, _, after = txn.commit()  # not KeyExists: the retry sees its own ticket
+        assert lost.lost == 1
+        assert [p.key for p in before] == ["q/a"] and [p.key for p in after] == ["q/a", "q/me"]
+        assert mine == direct.get("q/me") and mine.lease == session.id and mine.created == mine.revision
+        assert summary(drain(watch, 1)) == [("put", "q/me", b"ticket")]
+        assert watch.get(timeout=0.3) is None, "the transaction was applied twice"
+
+
+def test_compare_and_swap_whose_reply_was_lost_succeeds(direct: EtcdStore) -> None:
+    first = direct.put("k", b"1")
+    _LoseOneReply(direct)
+    second = direct.atomic_put("k", b"2", first)
+    assert second == direct.get("k") and second.created == first.created
+    _LoseOneReply(direct)
+    direct.atomic_delete("k", second)
+    assert not direct.exists("k")
+
+
+def test_a_retried_transaction_that_did_not_commit_reports_the_conflict(direct: EtcdStore) -> None:
+    # The first attempt never reached etcd; meanwhile another client took the key.
+    _LoseOneReply(direct, apply=False, after=lambda _: direct.put("k", b"theirs"))
+    with pytest.raises(coord.KeyExists) as info:
+        direct.transaction().put("k", b"mine", previous=None).commit()
+    assert info.value.key == "k"
+    assert direct.get("k").value == b"theirs"
+
+
+def test_reads_after_a_lost_reply_when_etcd_compacted_the_state_before_it(direct: EtcdStore) -> None:
+    direct.put("q/a", b"")
+
+    def compact(response: Any) -> None:
+        direct._etcd.client.compact(response.header.revision)
+
+    _LoseOneReply(direct, after=compact)
+    txn = direct.transaction()
+    txn.put("q/me", b"", previous=None)
+    txn.list("q")
+    mine, listed = txn.commit()
+    assert mine == direct.get("q/me") and [p.key for p in listed] == ["q/a", "q/me"]
+
+
+def test_a_key_written_twice_in_one_transaction(direct: EtcdStore) -> None:
+    # etcd refuses a Txn that writes one key twice: each key's last write goes, and the results are computed.
+    old = direct.put("d/old", b"0")
+    with direct.watch_tree("d") as watch:
+        drain(watch, 1)
+        txn = direct.transaction()
+        txn.put("d/k", b"1", previous=None)
+        txn.get("d/k")
+        txn.put("d/k", b"2")
+        txn.delete("d/old", previous=old)
+        txn.list("d")
+        txn.put("d/old", b"again")
+        txn.delete("d/gone")
+        txn.put("d/gone", b"")
+        txn.delete("d/gone")
+        first, got, second, deleted, listed, again, gone_before, _, gone = txn.commit()
+        assert (first.value, got.value, second.value) == (b"1", b"1", b"2") and got == first
+        assert second == direct.get("d/k") and first.revision == second.revision
+        assert deleted is True and [p.key for p in listed] == ["d/k"]
+        assert again == direct.get("d/old") and again.created == old.created  # etcd keeps a re-put key's created
+        assert (gone_before, gone) == (False, True) and not direct.exists("d/gone")
+        # One event per key: what etcd applied.
+        assert sorted(summary(drain(watch, 2))) == [("put", "d/k", b"2"), ("put", "d/old", b"again")]
+        assert watch.get(timeout=0.3) is None
+
+
+def test_a_transaction_bound_to_a_lease_etcd_dropped_names_the_key(direct: EtcdStore) -> None:
+    lease = direct.lease(5)
+    direct._etcd.client.revoke_lease(lease.id)
+    txn = direct.transaction()
+    txn.put("a", b"")
+    txn.put("b", b"", lease=lease)
+    with pytest.raises(coord.LeaseExpired) as info:
+        txn.commit()
+    assert info.value.key == "b" and info.value.backend == "etcd"
+    assert not direct.exists("a")
+
+
+def test_a_transaction_too_large_for_etcd_is_refused_at_once(direct: EtcdStore) -> None:
+    txn = direct.transaction()
+    for n in range(3):
+        txn.put(f"big/{n}", bytes(1024 * 1024))
+    started = time.monotonic()
+    with pytest.raises(coord.CoordError) as info:
+        txn.commit()
+    assert not isinstance(info.value, coord.StoreUnavailable) and time.monotonic() - started < 3
+    assert direct.list("big") == []
+
+
+def test_numbers_beyond_what_etcd_takes_give_coord_errors(direct: EtcdStore) -> None:
+    for ttl in (2**63, 1e300, 9_000_000_001):
+        with pytest.raises(ValueError, match="at most"):
+            direct.lease(ttl)
+    pair = direct.put("k", b"")
+    with pytest.raises(coord.KeyModified):
+        direct.atomic_put("k", b"", coord.KVPair("k", b"", 2**70, pair.created, None))
+    with direct.watch("k", start_revision=2**63) as watch:  # a revision etcd will not reach
+        direct.put("k", b"1")
+        assert watch.get(timeout=0.3) is None

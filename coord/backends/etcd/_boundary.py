@@ -181,7 +181,8 @@ class Boundary:
 
 def transient(exc: BaseException) -> bool:
     if isinstance(exc, grpc.RpcError):
-        return exc.code() in _TRANSIENT_CODES
+        # gRPC's own limit on a request's size is RESOURCE_EXHAUSTED too, and no wait will change it.
+        return exc.code() in _TRANSIENT_CODES and "larger than max" not in (exc.details() or "")
     return isinstance(exc, _TRANSIENT_ERRORS)
 
 

@@ -28,7 +28,7 @@ from pyetcd.watch import Watcher, WatchResponse
 from ..._errors import CoordError, StoreUnavailable
 from ..._types import Event
 from ..._watch import WatchFeed
-from ._boundary import BACKEND, Boundary, key_range, mod_revision, text, transient
+from ._boundary import BACKEND, Boundary, int64, key_range, mod_revision, text, transient
 
 
 @dataclass(eq=False)
@@ -64,7 +64,7 @@ class Watches:
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         start, end = key_range(key, tree)
-        feed = _Feed(watch, key, start, end, next=max(1, start_revision or 1))
+        feed = _Feed(watch, key, start, end, next=int64(max(1, start_revision or 1)))
         with self._feeds_lock:
             self._feeds[watch] = feed
             if self._resumer is None:
