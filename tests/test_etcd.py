@@ -196,7 +196,7 @@ class _LoseOneReply:
         self.lost = 0
         store._etcd.client._stubs["kvstub"] = self
 
-    def Txn(self, request: Any, timeout: float) -> Any:  # noqa: N802 (the gRPC method's name)
+    def Txn(self, request: Any, timeout: float) -> Any:
         self.lost += 1
         response = self._stub.Txn(request, timeout) if self._apply else None
         if self._after is not None:
