@@ -43,6 +43,7 @@ from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._boundary import DEFAULT_PORT, Boundary, key_range, pair, written
+from ._expiry import Expiries
 from ._txn import EtcdTxn
 from ._watches import Watches
 
@@ -72,7 +73,8 @@ class EtcdStore(Store):
             raise ConfigurationError(f"timeout must be positive, not {timeout!r}", backend=self.backend)
         self._etcd = Boundary(location.endpoints(DEFAULT_PORT), float(timeout))
         retry = max(float(timeout), 30.0) if watch_retry is None else float(watch_retry)
-        self._watches_of = Watches(self._etcd, retry, self._strip)
+        expiries = Expiries(self._etcd, self.clock, lambda lease: any(own.id == lease for own in self._keeper.leases()))
+        self._watches_of = Watches(self._etcd, retry, self._strip, expiries)
         try:
             self._exists("\0")  # a first request: is anyone there?
         except CoordError:
