@@ -9,6 +9,7 @@ shared server.
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,9 +18,11 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from pyetcd import etcdrpc
 
 import coord
 from coord.backends.etcd import EtcdStore
+from coord.backends.etcd._expiry import FINE, Expiries
 from tests.conftest import REQUIRE_SERVERS
 from tests.helpers import drain
 from tests.proxy import Proxy
@@ -318,3 +321,120 @@ def test_numbers_beyond_what_etcd_takes_give_coord_errors(direct: EtcdStore) -> 
     with direct.watch("k", start_revision=2**63) as watch:  # a revision etcd will not reach
         direct.put("k", b"1")
         assert watch.get(timeout=0.3) is None
+
+
+# -- a watched key's lease, revoked once expired --------------------------------------------
+
+
+class _LeaseServer:
+    """etcd's lessor as LeaseTimeToLive shows it, on a ManualClock, with a round trip of ``rtt``.
+
+    The lease is renewed at the times in ``renewals``; a revocation before its
+    expiry fails the test: that would take a live holder's key away.
+    """
+
+    def __init__(self, clock: coord.ManualClock, ttl: int, renewals: list[float], rtt: float = 0.002) -> None:
+        self.clock, self.ttl, self.rtt = clock, ttl, rtt
+        self.expiry = clock.now() + ttl
+        self.renewals = sorted(renewals)
+        self.revoked_at: float | None = None
+        self.probes = 0
+        self.attempt_timeout = 1.0
+        self.leases = self
+
+    def _now(self) -> float:
+        now = self.clock.now()
+        while self.renewals and self.renewals[0] <= now:
+            renewed = self.renewals.pop(0)
+            if renewed < self.expiry:  # etcd cannot renew an expired lease
+                self.expiry = renewed + self.ttl
+        return now
+
+    def call(self, request: Callable[[bool], Any], within: float | None = None) -> Any:
+        self.clock.advance(self.rtt / 2)
+        try:
+            return request(False)
+        finally:
+            self.clock.advance(self.rtt / 2)
+
+    def LeaseTimeToLive(self, request: Any, timeout: float) -> Any:
+        self.probes += 1
+        now = self._now()  # first: it applies the renewals due
+        remaining = self.expiry - now
+        if self.revoked_at is not None:
+            return etcdrpc.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1, grantedTTL=0)
+        return etcdrpc.LeaseTimeToLiveResponse(ID=request.ID, TTL=int(remaining), grantedTTL=self.ttl)
+
+    def LeaseRevoke(self, request: Any, timeout: float) -> Any:
+        now = self._now()
+        assert now >= self.expiry, f"revoked a live lease, {self.expiry - now:.3f}s before its expiry"
+        self.revoked_at = now
+        return etcdrpc.LeaseRevokeResponse()
+
+
+def follow_until(server: _LeaseServer, clock: coord.ManualClock, seconds: float) -> Expiries:
+    expiries = Expiries(server, clock, lambda lease: False)  # type: ignore[arg-type]
+    expiries.follow(7)
+    clock.advance(seconds)
+    return expiries
+
+
+@pytest.mark.parametrize("ttl", [3, 4, 10])
+def test_a_lease_renewed_at_any_moment_is_never_revoked_and_an_expired_one_soon_is(ttl: int) -> None:
+    rng = random.Random(ttl)
+    for _ in range(200):
+        clock = coord.ManualClock()
+        start = clock.now()
+        # A holder renewing at ttl/3 with jitter, then late renewals near the edge, then dead.
+        renewals = [start + ttl / 3 * n + rng.uniform(-0.05, 0.05) for n in range(1, rng.randint(2, 9))]
+        renewals += [renewals[-1] + rng.uniform(ttl - 1.5, ttl - 0.001) for _ in range(rng.randint(0, 1))]
+        server = _LeaseServer(clock, ttl, renewals, rtt=rng.uniform(0.0005, 0.02))
+        follow_until(server, clock, 12 * ttl)
+        assert server.revoked_at is not None, "an expired lease was not revoked"
+        # Found between two probes FINE apart, confirmed and revoked: a few round trips more.
+        assert server.revoked_at - server.expiry <= FINE + 3 * server.rtt
+
+
+def test_a_lease_of_the_minimum_ttl_is_left_to_etcd() -> None:
+    clock = coord.ManualClock()
+    server = _LeaseServer(clock, 2, [])
+    follow_until(server, clock, 10)
+    assert server.revoked_at is None and server.probes == 1
+
+
+def test_a_followed_lease_costs_about_a_probe_per_ttl_while_renewed() -> None:
+    clock = coord.ManualClock()
+    start = clock.now()
+    server = _LeaseServer(clock, 10, [start + 10 / 3 * n for n in range(1, 31)])
+    follow_until(server, clock, 100)
+    assert server.revoked_at is None and server.probes <= 20
+
+
+def test_a_waiter_revokes_its_predecessors_lease_once_it_expired(direct: EtcdStore, tag: str) -> None:
+    with coord.connect(f"{URL}{'&' if '?' in URL else '?'}prefix={tag}") as waiter:
+        assert isinstance(waiter, EtcdStore)
+        expiries: list[float] = []
+        for n in range(3):  # three leases: etcd's sweep may win a race now and then, not three times
+            sent = time.monotonic()
+            granted = direct._etcd.leases.LeaseGrant(etcdrpc.LeaseGrantRequest(TTL=3))
+            direct._etcd.kv.Put(etcdrpc.PutRequest(key=f"{tag}/k{n}".encode(), lease=granted.ID))
+            expiries.append(sent + 3)
+        watches = [waiter.watch(f"k{n}") for n in range(3)]
+        for n, watch in enumerate(watches):
+            assert drain(watch, 1)[0].type == "put"
+            event = watch.get(timeout=10)
+            gone = time.monotonic()
+            assert event is not None and event.type == "delete"
+            assert gone >= expiries[n], "a key went before its lease's ttl"
+            assert gone - expiries[n] < 2.0
+            watch.close()
+        assert waiter._watches_of._expiries.revoked >= 1
+
+
+def test_a_watched_key_of_a_live_session_stays(direct: EtcdStore, tag: str) -> None:
+    session = direct.session(3)
+    direct.put("live", b"", lease=session)
+    with coord.connect(f"{URL}{'&' if '?' in URL else '?'}prefix={tag}") as waiter, waiter.watch("live") as watch:
+        assert drain(watch, 1)[0].type == "put"
+        assert watch.get(timeout=7) is None
+        assert session.alive and waiter._watches_of._expiries.revoked == 0

@@ -141,7 +141,7 @@ class Expiries:
             return sent + ttl - 1  # the earliest its remaining time may be under 1 s
         if ttl == 1:
             follow.bound = None
-            return answered + FINE
+            return sent + FINE
         # Expired, or under a second left: look again once it must have expired, unless renewed.
         follow.bound = (sent, answered + 1)
         return answered + 1
