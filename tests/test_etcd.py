@@ -92,6 +92,23 @@ def test_a_running_watch_resyncs_when_its_history_was_compacted(proxy: Proxy, di
         watch.close()
 
 
+def test_a_single_key_watch_resyncs_a_delete_that_compaction_hid(proxy: Proxy, direct: EtcdStore, tag: str) -> None:
+    lease = direct.lease(10)
+    direct.put("one", b"1", lease=lease)
+    with coord.connect(f"etcd://127.0.0.1:{proxy.port}?prefix={tag}") as watcher, watcher.watch("one") as watch:
+        assert summary(drain(watch, 1)) == [("put", "one", b"1")]
+        proxy.refuse()
+        proxy.cut()
+        direct.delete("one")
+        direct._etcd.client.compact(direct.put("other", b"").revision)
+        time.sleep(0.5)
+        proxy.accept()
+        assert summary(drain(watch, 1, timeout=30)) == [("delete", "one", None)]
+        assert watch.get(timeout=0.5) is None
+        direct.put("one", b"2")
+        assert summary(drain(watch, 1)) == [("put", "one", b"2")]
+
+
 def test_a_watch_from_a_compacted_revision_starts_from_the_current_state(direct: EtcdStore) -> None:
     old = direct.put("h/a", b"1")
     direct.put("h/b", b"1")
