@@ -3,20 +3,26 @@
 How the Store maps onto etcd (one round trip each unless said otherwise):
 
 - ``revision`` is the key's mod_revision and ``created`` its create_revision.
-  Both are etcd's cluster-wide revision, so ``created`` strictly increases in
-  creation order across all keys.
+  Both are etcd's cluster-wide revision, so ``created`` increases in
+  creation order across all keys (keys created by one transaction share it).
 - ``get``, ``exists`` and ``list`` are linearizable Range reads. ``list`` and
   ``delete_tree`` cover the range ``prefix + "/"`` (every key for ``""``).
 - ``put`` is a Put that returns the previous pair, which gives ``created``.
   ``put(ttl=)`` first grants a lease for the key: two round trips.
-- ``atomic_put`` and ``atomic_delete`` are one Txn comparing mod_revision
-  (create_revision == 0 for create-only) whose failure branch reads the key,
-  so KeyExists, KeyModified and KeyNotFound are told apart in the same trip.
+- ``transaction()`` is one Txn (see ``_txn``); ``atomic_put`` and
+  ``atomic_delete`` are transactions of one op, so KeyExists, KeyModified and
+  KeyNotFound are told apart in the same trip.
 - Leases are etcd leases. etcd counts whole seconds and has a minimum of 1.5
   election timeouts (2 s for the test server), so the ttl is rounded up and
   the granted ttl is what the Lease reports. The Store's LeaseKeeper renews
   them through LeaseKeepAlive.
-- Watches: see ``_watches``.
+- Watches: see ``_watches``; a single-key watch also follows its key's lease
+  and revokes it once expired, ahead of etcd's sweep (see ``_expiry``).
+
+Requests are built as protobufs and sent on the gRPC stubs directly (pyetcd
+provides the channels, the endpoint failover and the watch streams); the
+first attempt of each runs without a retry loop, which ``Boundary.call``
+sets up only after a failure.
 
 Transient failures (etcd unreachable, a deadline, a leader election) are
 retried within ``timeout`` seconds, each retry on the next endpoint that has
