@@ -328,7 +328,7 @@ def test_a_transaction_too_large_for_etcd_is_refused_at_once(direct: EtcdStore) 
     assert direct.list("big") == []
 
 
-def test_numbers_beyond_what_etcd_takes_give_coord_errors(direct: EtcdStore) -> None:
+def test_numbers_beyond_what_etcd_takes_give_coord_errors(direct: EtcdStore, tag: str) -> None:
     for ttl in (2**63, 1e300, 9_000_000_001):
         with pytest.raises(ValueError, match="at most"):
             direct.lease(ttl)
@@ -338,6 +338,11 @@ def test_numbers_beyond_what_etcd_takes_give_coord_errors(direct: EtcdStore) -> 
     with direct.watch("k", start_revision=2**63) as watch:  # a revision etcd will not reach
         direct.put("k", b"1")
         assert watch.get(timeout=0.3) is None
+    for option in ("timeout=inf", "timeout=nan", "timeout=0", "watch_retry=inf", "watch_retry=-1"):
+        with pytest.raises(coord.ConfigurationError):
+            coord.connect(f"{URL}{'&' if '?' in URL else '?'}{option}")
+    with coord.connect(f"{URL}{'&' if '?' in URL else '?'}timeout=1e9&prefix={tag}") as patient:
+        assert patient.exists("k")  # each attempt's gRPC deadline is capped: one of 10**9 s would wrap
 
 
 # -- a watched key's lease, revoked once expired --------------------------------------------

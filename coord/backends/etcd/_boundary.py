@@ -17,6 +17,8 @@ BACKEND = "etcd"
 _T = TypeVar("_T")
 
 DEFAULT_PORT = 2379
+#: The longest a single request may take before it is retried (or fails).
+_LONGEST_ATTEMPT = 86400.0
 #: How long an endpoint that failed is passed over before it is tried again (when there are others).
 _ENDPOINT_PAUSE = 1.0
 _GRPC_OPTIONS = [
@@ -72,7 +74,8 @@ class Boundary:
             for host, port in hosts
         ]
         # Each attempt gets a third of the budget, so a hung endpoint leaves time to try the next one.
-        self.attempt_timeout = min(timeout, max(1.0, timeout / 3))
+        # gRPC turns a deadline much further off (10**9 s) into one already passed: no attempt needs a day.
+        self.attempt_timeout = min(timeout, max(1.0, timeout / 3), _LONGEST_ATTEMPT)
         self.client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=self.attempt_timeout, failover=True)
 
     def describe(self) -> str:

@@ -75,8 +75,10 @@ class EtcdStore(Store):
         watch_retry: float | None = None,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
-        if not timeout > 0:
-            raise ConfigurationError(f"timeout must be positive, not {timeout!r}", backend=self.backend)
+        if not 0 < timeout < math.inf:
+            raise ConfigurationError(f"timeout must be positive and finite, not {timeout!r}", backend=self.backend)
+        if watch_retry is not None and not 0 <= watch_retry < math.inf:
+            raise ConfigurationError(f"watch_retry must be finite and >= 0, not {watch_retry!r}", backend=self.backend)
         self._etcd = Boundary(location.endpoints(DEFAULT_PORT), float(timeout))
         retry = max(float(timeout), 30.0) if watch_retry is None else float(watch_retry)
         expiries = Expiries(self._etcd, self.clock, lambda lease: any(own.id == lease for own in self._keeper.leases()))
