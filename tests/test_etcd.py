@@ -436,7 +436,9 @@ def test_a_waiter_revokes_its_predecessors_lease_once_it_expired(direct: EtcdSto
     with coord.connect(f"{URL}{'&' if '?' in URL else '?'}prefix={tag}") as waiter:
         assert isinstance(waiter, EtcdStore)
         expiries: list[float] = []
-        for n in range(3):  # three leases: etcd's sweep may win a race now and then, not three times
+        # Three leases, expiring 170 ms apart: etcd's 500 ms sweep may win a race now and then, not three times.
+        for n in range(3):
+            time.sleep(0.17 if n else 0)
             sent = time.monotonic()
             granted = direct._etcd.leases.LeaseGrant(etcdrpc.LeaseGrantRequest(TTL=3))
             direct._etcd.kv.Put(etcdrpc.PutRequest(key=f"{tag}/k{n}".encode(), lease=granted.ID))
