@@ -24,7 +24,7 @@ from coord.testing.conformance.test_keys import *  # noqa: F403
 from coord.testing.conformance.test_leases import *  # noqa: F403
 from coord.testing.conformance.test_refusals import *  # noqa: F403
 from coord.testing.conformance.test_watch import *  # noqa: F403
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 # -- the plugin, as a backend outside this repository runs it ------------------------------------------
 

@@ -21,13 +21,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fault_children import fenced_put
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import coord
 from coord.backends.memory import MemoryStore
 from coord.testing import FaultyStore, Killed, Scheduler, Task
+
+from .fault_children import fenced_put
 
 __all__ = ["TTL", "Client", "ClientsMachine", "fenced_put"]
 
