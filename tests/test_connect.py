@@ -11,7 +11,7 @@ import pytest
 
 import coord
 from coord._url import parse_url as _parse
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 
 def test_unknown_scheme_is_a_configuration_error() -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2])]
 
 import coord
 
