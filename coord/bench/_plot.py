@@ -15,7 +15,7 @@ __all__ = ["Bar", "bars", "lines"]
 #: (value, low, high): the bar's height and its whisker's ends.
 Bar = tuple[float, float, float]
 
-_COORD = "#1f5fbf"
+_COORD = ["#1f5fbf", "#5b9bd5", "#0b2e6b", "#8fb8e8", "#2f4f8f"]
 _PEERS = ["#e07b00", "#3a9d3a", "#b03a8c", "#8c6d31", "#6b6ecf", "#7f7f7f"]
 
 
@@ -28,12 +28,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _color(label: str, peers: list[str]) -> str:
-    if label.startswith("coord"):
-        return _COORD
-    if label not in peers:
-        peers.append(label)
-    return _PEERS[peers.index(label) % len(_PEERS)]
+def _color(label: str, seen: list[str]) -> str:
+    """Blues for coord, other colours for peers, one per label in the order met."""
+    if label not in seen:
+        seen.append(label)
+    mine = label.startswith("coord")
+    same = [other for other in seen if other.startswith("coord") == mine]
+    palette = _COORD if mine else _PEERS
+    return palette[same.index(label) % len(palette)]
 
 
 def bars(
@@ -52,7 +54,7 @@ def bars(
     for group in data.values():
         labels += [label for label in group if label not in labels]
     labels.sort(key=lambda label: not label.startswith("coord"))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(data) * max(1, len(labels)) ** 0.5 + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 1.3 * len(data) * max(1, len(labels)) ** 0.5 + 2)), 4.2))
     width = 0.8 / max(1, len(labels))
     peers: list[str] = []
     for n, label in enumerate(labels):
@@ -74,27 +76,36 @@ def lines(
     title: str,
     xlabel: str,
     ylabel: str,
-    data: Mapping[str, Sequence[tuple[float, float]]],
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
     *,
     logx: bool = False,
     note: str = "",
 ) -> None:
-    """One line of (x, y) points per label."""
+    """Side by side panels, each with one line of (x, y) points per label."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    peers: list[str] = []
-    for label, points in data.items():
-        xs = [x for x, _ in points]
-        ys = [y for _, y in points]
-        style = "-o" if label.startswith("coord") else "--s"
-        ax.plot(xs, ys, style, label=label, color=_color(label, peers), markersize=4)
-    if logx:
-        ax.set_xscale("log", base=2)
-        ticks = sorted({x for points in data.values() for x, _ in points})
-        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
-    ax.set_xlabel(xlabel)
-    ax.set_ylim(bottom=0)
-    _finish(plt, fig, ax, path, title, ylabel, log=False, hline=None, note=note)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
+    for ax, (panel, data) in zip(axes[0], panels.items(), strict=True):
+        seen: list[str] = []
+        for label, points in data.items():
+            style = "-o" if label.startswith("coord") else "--s"
+            ax.plot([x for x, _ in points], [y for _, y in points], style, label=label, color=_color(label, seen),
+                    markersize=4)  # fmt: skip
+        if logx:
+            ax.set_xscale("log", base=2)
+            ticks = sorted({x for points in data.values() for x, _ in points})
+            ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=11)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _finish(

@@ -13,16 +13,19 @@ import datetime
 import json
 import math
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._endpoints import Endpoint
 from ._machine import load, machine, versions
 from ._procs import Group
 from ._stats import rounded, summary
+
+T = TypeVar("T")
 
 __all__ = ["Context", "Goal", "Result", "Summary", "Table", "fmt", "ratio", "series"]
 
@@ -46,6 +49,33 @@ class Context:
     def group(self, endpoint: Endpoint) -> Group:
         """Workers for ``endpoint``: processes, or threads of this process for ``memory://``."""
         return Group(self.log, threads=not endpoint.shared)
+
+    def each(self, items: Sequence[T], fn: Callable[[T], None]) -> None:
+        """``fn(item)`` for each item: in turn, or all at once with the parameter ``parallel`` (quick runs).
+
+        Workers are processes, so concurrent items overlap their waits (a
+        quick failover waits out several ttls) at the price of measuring
+        nothing worth comparing: only ``--quick`` runs set ``parallel``.
+        """
+        if not self.params.get("parallel"):
+            for item in items:
+                fn(item)
+            return
+        errors: list[BaseException] = []
+
+        def guarded(item: T) -> None:
+            try:
+                fn(item)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(item,)) for item in items]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
     def say(self, message: str) -> None:
         if self.verbose:
@@ -104,6 +134,9 @@ class Result:
         self.ctx.say(f"not measured: {subject} on {backend}: {reason}")
 
     def finish(self) -> None:
+        # Items measured at once (quick runs) add their series in any order: put them in the endpoints' order.
+        order = {endpoint.backend: n for n, endpoint in enumerate(self.ctx.endpoints)}
+        self.data["series"].sort(key=lambda s: (order.get(s["backend"], len(order)), s["peer"]))
         self.data["load"]["after"] = load()
         self.data["duration_s"] = round(time.monotonic() - self._started, 1)
 

@@ -47,27 +47,31 @@ DEFAULTS: dict[str, Any] = {
     "ttl": 10.0,
     "campaigns": 20,
 }
-QUICK: dict[str, Any] = {"waiters": [2, 4], "procs": 2, "warmup": 0.3, "seconds": 0.5, "ttl": 10.0, "campaigns": 3}
+QUICK: dict[str, Any] = {"waiters": [2, 4], "procs": 2, "warmup": 0.3, "seconds": 0.4, "ttl": 10.0, "campaigns": 3,
+                         "parallel": True}  # fmt: skip
 PER_HANDOFF = "store ops/handoff"
 SERVER_PER_HANDOFF = "server requests/handoff"
 FLAT = 0.10  # issue 9: flat within ±10 % from 2 to 64 waiters
 
 
 def run(ctx: Context, result: Result) -> None:
+    ctx.each(ctx.endpoints, lambda endpoint: _measure(ctx, result, endpoint))
+
+
+def _measure(ctx: Context, result: Result, endpoint: Endpoint) -> None:
     p = ctx.params
-    for endpoint in ctx.endpoints:
-        _campaigns(ctx, result, endpoint)
-        for spec in lock_subjects(endpoint, fresh_tag("herd"), ttl=p["ttl"], peers=ctx.peers):
-            if spec["impl"] != "coord" and endpoint.backend not in ("redis", "zookeeper", "etcd"):
-                continue  # nothing counts a peer's requests without a server
-            points = []
-            with ctx.group(endpoint) as group:
-                for _ in range(min(p["procs"], max(p["waiters"]) + 1)):
-                    group.start(f"{__name__}:herd_worker", {})
-                for waiters in p["waiters"]:
-                    ctx.say(f"{endpoint.backend}: {spec['label']}, {waiters} waiters")
-                    points.append(_window(ctx, group, endpoint, spec, waiters))
-            _record(result, endpoint, spec, points)
+    _campaigns(ctx, result, endpoint)
+    for spec in lock_subjects(endpoint, fresh_tag("herd"), ttl=p["ttl"], peers=ctx.peers):
+        if spec["impl"] != "coord" and endpoint.backend not in ("redis", "zookeeper", "etcd"):
+            continue  # nothing counts a peer's requests without a server
+        points = []
+        with ctx.group(endpoint) as group:
+            for _ in range(min(p["procs"], max(p["waiters"]) + 1)):
+                group.start(f"{__name__}:herd_worker", {})
+            for waiters in p["waiters"]:
+                ctx.say(f"{endpoint.backend}: {spec['label']}, {waiters} waiters")
+                points.append(_window(ctx, group, endpoint, spec, waiters))
+        _record(result, endpoint, spec, points)
 
 
 def _window(ctx: Context, group: Group, endpoint: Endpoint, spec: dict[str, Any], waiters: int) -> dict[str, Any]:
@@ -232,15 +236,15 @@ def summarize(data: dict[str, Any]) -> Summary:
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
-    lines = {}
-    for s in series(data, metric=PER_HANDOFF) + series(data, metric=SERVER_PER_HANDOFF):
-        short = "Store ops" if s["metric"] == PER_HANDOFF else "server requests"
-        lines[f"{s['subject']} {s['backend']}: {short}"] = list(zip(s["waiters"], s["samples"], strict=True))
+    mine = {f"coord {s['backend']}": list(zip(s["waiters"], s["samples"], strict=True))
+            for s in series(data, metric=PER_HANDOFF)}  # fmt: skip
+    server = {f"{s['subject']} ({s['backend']})": list(zip(s["waiters"], s["samples"], strict=True))
+              for s in series(data, metric=SERVER_PER_HANDOFF)}  # fmt: skip
     _plot.lines(
         path,
         "Operations per handoff against waiters (flat = herd-free)",
         "waiters",
-        "operations per handoff",
-        lines,
+        "per handoff",
+        {"coord's Store operations (all contenders)": mine, "the server's requests": server},
         logx=True,
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _plot
 from ._compare import bar_data, minimum_goal, peer_table
-from ._endpoints import fresh_tag
+from ._endpoints import Endpoint, fresh_tag
 from ._locks import lock_subjects, open_lock, peer_modules
 from ._loop import analyse, contend, wait_for
 from ._procs import Channel
@@ -29,7 +29,7 @@ __all__ = ["peer_modules", "plot", "run", "summarize", "worker"]
 NAME = "lock_contended"
 TITLE = "Lock throughput, contended (processes hammering one lock)"
 DEFAULTS: dict[str, Any] = {"procs": 8, "rounds": 3, "seconds": 3.0, "ttl": 10.0, "settle": 0.5}
-QUICK: dict[str, Any] = {"procs": 2, "rounds": 1, "seconds": 0.3, "ttl": 10.0, "settle": 0.1}
+QUICK: dict[str, Any] = {"procs": 2, "rounds": 1, "seconds": 0.3, "ttl": 10.0, "settle": 0.1, "parallel": True}
 METRIC = "acquisitions/s"
 
 #: Issue 9: ≥ 0.8x kazoo on ZooKeeper, ≥ 0.8x tooz on Redis; sqlite ≥ 3,000 handoffs/s.
@@ -38,39 +38,48 @@ SQLITE_MINIMUM = 3000.0
 
 
 def run(ctx: Context, result: Result) -> None:
+    ctx.each(ctx.endpoints, lambda endpoint: _measure(ctx, result, endpoint))
+
+
+def _measure(ctx: Context, result: Result, endpoint: Endpoint) -> None:
     p = ctx.params
-    for endpoint in ctx.endpoints:
-        subjects = lock_subjects(endpoint, fresh_tag("contended"), ttl=p["ttl"], peers=ctx.peers)
-        rounds: list[list[dict[str, Any]]] = [[] for _ in subjects]
-        for round_ in range(p["rounds"]):
-            for k in range(len(subjects)):
-                n = (k + round_) % len(subjects)
-                ctx.say(f"{endpoint.backend}: {subjects[n]['label']}, round {round_ + 1}")
-                with ctx.group(endpoint) as group:
-                    for _ in range(p["procs"]):
-                        group.start(f"{__name__}:worker", {"spec": subjects[n]})
-                    group.gather("ready", 120)
-                    start = time.monotonic() + p["settle"]
-                    stop = start + p["seconds"]
-                    for worker in group.workers:
-                        worker.send("go", start=start, stop=stop)
-                    replies = group.gather("result", p["seconds"] + p["settle"] + 120)
-                rounds[n].append(analyse([reply["intervals"] for reply in replies], start, stop))
-        for spec, measured in zip(subjects, rounds, strict=True):
-            result.add(
-                endpoint.backend,
-                spec["label"],
-                METRIC,
-                "1/s",
-                [m["rate"] for m in measured],
-                peer=spec["impl"] != "coord",
-                contenders=p["procs"],
-                threads=not endpoint.shared,
-                overlaps=sum(m["overlaps"] for m in measured),
-                switch_fraction=min(m["switch_fraction"] for m in measured),
-                longest_streak=max(m["longest_streak"] for m in measured),
-                fairness=min(m["fairness"] for m in measured),
-            )
+    subjects = lock_subjects(endpoint, fresh_tag("contended"), ttl=p["ttl"], peers=ctx.peers)
+    rounds: list[list[dict[str, Any]]] = [[] for _ in subjects]
+    for round_ in range(p["rounds"]):
+        for k in range(len(subjects)):
+            n = (k + round_) % len(subjects)
+            ctx.say(f"{endpoint.backend}: {subjects[n]['label']}, round {round_ + 1}")
+            rounds[n].append(_window(ctx, endpoint, subjects[n]))
+    for spec, measured in zip(subjects, rounds, strict=True):
+        result.add(
+            endpoint.backend,
+            spec["label"],
+            METRIC,
+            "1/s",
+            [m["rate"] for m in measured],
+            peer=spec["impl"] != "coord",
+            contenders=p["procs"],
+            threads=not endpoint.shared,
+            overlaps=sum(m["overlaps"] for m in measured),
+            switch_fraction=min(m["switch_fraction"] for m in measured),
+            longest_streak=max(m["longest_streak"] for m in measured),
+            fairness=min(m["fairness"] for m in measured),
+        )
+
+
+def _window(ctx: Context, endpoint: Endpoint, spec: dict[str, Any]) -> dict[str, Any]:
+    """``procs`` fresh contenders on ``spec``'s lock for one window of ``seconds``."""
+    p = ctx.params
+    with ctx.group(endpoint) as group:
+        for _ in range(p["procs"]):
+            group.start(f"{__name__}:worker", {"spec": spec})
+        group.gather("ready", 120)
+        start = time.monotonic() + p["settle"]
+        stop = start + p["seconds"]
+        for worker in group.workers:
+            worker.send("go", start=start, stop=stop)
+        replies = group.gather("result", p["seconds"] + p["settle"] + 120)
+    return analyse([reply["intervals"] for reply in replies], start, stop)
 
 
 def worker(args: dict[str, Any], channel: Channel) -> None:

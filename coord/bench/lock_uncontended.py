@@ -29,7 +29,7 @@ from ._stats import percentile
 NAME = "lock_uncontended"
 TITLE = "Lock throughput, uncontended (one process)"
 DEFAULTS: dict[str, Any] = {"rounds": 5, "seconds": 2.0, "ttl": 10.0, "warmup": 20}
-QUICK: dict[str, Any] = {"rounds": 1, "seconds": 0.2, "ttl": 10.0, "warmup": 2}
+QUICK: dict[str, Any] = {"rounds": 1, "seconds": 0.2, "ttl": 10.0, "warmup": 2, "parallel": True}
 METRIC = "acquire+release/s"
 
 #: Issue 9: coord ≥ 0.8x the backend's raw client lock, ≥ tooz; on sqlite ≥ 5,000/s.
@@ -42,22 +42,18 @@ __all__ = ["peer_modules", "plot", "run", "summarize", "worker"]
 
 def run(ctx: Context, result: Result) -> None:
     p = ctx.params
-    for endpoint in ctx.endpoints:
+
+    def one(endpoint: Endpoint) -> None:
         subjects = lock_subjects(endpoint, fresh_tag("lock"), ttl=p["ttl"], peers=ctx.peers)
         ctx.say(f"{endpoint.backend}: {', '.join(s['label'] for s in subjects)}")
         args = {"endpoint": asdict(endpoint), "subjects": subjects, **p}
         budget = 120 + len(subjects) * p["rounds"] * p["seconds"] * 2
         reply = run_one(ctx.log, f"{__name__}:worker", args, budget)
         for spec, measured in zip(subjects, reply["subjects"], strict=True):
-            result.add(
-                endpoint.backend,
-                spec["label"],
-                METRIC,
-                "1/s",
-                measured.pop("rates"),
-                peer=spec["impl"] != "coord",
-                **measured,
-            )
+            rates = measured.pop("rates")
+            result.add(endpoint.backend, spec["label"], METRIC, "1/s", rates, peer=spec["impl"] != "coord", **measured)
+
+    ctx.each(ctx.endpoints, one)
 
 
 def worker(args: dict[str, Any], channel: Channel) -> None:
