@@ -21,6 +21,7 @@ def peer_table(
     title: str,
     unit: str,
     factors: dict[str, float],
+    goal: str = "",
     higher_is_better: bool = True,
 ) -> tuple[Table, list[Goal]]:
     """coord's median of ``metric`` against each peer's on the same backend, with the ratio coord/peer.
@@ -45,7 +46,7 @@ def peer_table(
                 factor = factors[peer["subject"]]
                 target = f"≥ {factor:g}x" if higher_is_better else f"≤ {factor:g}x"
                 met = r >= factor if higher_is_better else r <= factor
-                goals.append(Goal(backend, f"{title}: coord {target} {peer['subject']}", f"{fmt(r)}x", met))
+                goals.append(Goal(backend, f"{goal or title}: coord {target} {peer['subject']}", f"{fmt(r)}x", met))
             rows.append([backend, fmt(value), peer["subject"], fmt(peer["median"]), _ratio(r), _verdict(target, met)])
     columns = ["backend", f"coord ({unit})", "peer", f"peer ({unit})", "coord / peer", "target"]
     return Table(title, columns, rows), goals

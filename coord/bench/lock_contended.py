@@ -92,7 +92,9 @@ def worker(args: dict[str, Any], channel: Channel) -> None:
 
 
 def summarize(data: dict[str, Any]) -> Summary:
-    table, goals = peer_table(data, METRIC, title=TITLE, unit="acquisitions/s", factors=FACTORS)
+    table, goals = peer_table(
+        data, METRIC, title=TITLE, unit="acquisitions/s", factors=FACTORS, goal="contended acquisitions/s"
+    )
     sqlite = minimum_goal(data, METRIC, "sqlite", SQLITE_MINIMUM, "8 contending processes ≥ 3,000 handoffs/s")
     goals += [sqlite] if sqlite else []
     fairness = Table(

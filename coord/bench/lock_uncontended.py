@@ -115,7 +115,9 @@ def _burst(handle: Any, seconds: float, latencies: list[float]) -> tuple[int, fl
 
 
 def summarize(data: dict[str, Any]) -> Summary:
-    table, goals = peer_table(data, METRIC, title=TITLE, unit="acquire+release/s", factors=FACTORS)
+    table, goals = peer_table(
+        data, METRIC, title=TITLE, unit="acquire+release/s", factors=FACTORS, goal="uncontended acquire+release"
+    )
     sqlite = minimum_goal(data, METRIC, "sqlite", SQLITE_MINIMUM, "uncontended acquire+release ≥ 5,000 /s")
     goals += [sqlite] if sqlite else []
     trips = Table(
