@@ -135,7 +135,12 @@ class _KazooLock:
         self.lock = self.client.Lock(f"/{spec['name']}", uuid.uuid4().hex)
 
     def acquire(self, timeout: float | None) -> bool:
-        return bool(self.lock.acquire(blocking=True, timeout=timeout))
+        from kazoo.exceptions import LockTimeout
+
+        try:
+            return bool(self.lock.acquire(blocking=True, timeout=timeout))
+        except LockTimeout:  # kazoo raises where the others return False
+            return False
 
     def release(self) -> None:
         self.lock.release()
@@ -169,9 +174,17 @@ class _ToozLock:
         self.coordinator = coordination.get_coordinator(spec["url"], uuid.uuid4().hex.encode())
         self.coordinator.start(start_heart=True)
         self.lock: Any = self.coordinator.get_lock(spec["name"].encode())  # typed timeout: int, takes float
+        self.timeouts: tuple[type[BaseException], ...] = ()
+        if spec["url"].startswith("kazoo"):
+            from kazoo.exceptions import LockTimeout
+
+            self.timeouts = (LockTimeout,)  # tooz's zookeeper driver lets kazoo's timeout through
 
     def acquire(self, timeout: float | None) -> bool:
-        return bool(self.lock.acquire(blocking=True, timeout=timeout))
+        try:
+            return bool(self.lock.acquire(blocking=True, timeout=timeout))
+        except self.timeouts:
+            return False
 
     def release(self) -> None:
         self.lock.release()

@@ -22,8 +22,12 @@ from ._runner import BENCHMARKS, load
 __all__ = ["main", "render"]
 
 
-def render(results: list[dict[str, Any]], images: str) -> str:
-    """The Markdown report of ``results`` (one JSON per benchmark); PNGs are linked under ``images``."""
+def render(results: list[dict[str, Any]], images: str, before: list[dict[str, Any]] | None = None) -> str:
+    """The Markdown report of ``results`` (one JSON per benchmark); PNGs are linked under ``images``.
+
+    With ``before`` (an earlier run's results), the targets table shows its
+    value beside each target's.
+    """
     first = results[0]
     lines = [
         "# Benchmarks",
@@ -34,12 +38,12 @@ def render(results: list[dict[str, Any]], images: str) -> str:
         "```sh",
         "export COORD_SERVERS_DIR=/tmp/coord-servers-bench COORD_SERVERS_PORT_OFFSET=2000",
         'python3 scripts/servers.py start && eval "$(python3 scripts/servers.py env)"',
-        "python -m coord.bench --peers --out docs/benchmarks     # about 30 minutes",
-        "python -m coord.bench.report --in docs/benchmarks       # this file",
+        "python -m coord.bench --peers --out /tmp/bench        # about 30 minutes",
+        "python -m coord.bench.report --in /tmp/bench          # this file, and docs/benchmarks/*.{json,png}",
         "```",
         "",
         *_machine(first, results),
-        *_targets(results),
+        *_targets(results, before or []),
     ]
     for data in results:
         lines += _section(data, images)
@@ -67,16 +71,24 @@ def _machine(first: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def _targets(results: list[dict[str, Any]]) -> list[str]:
-    goals: list[tuple[str, Goal]] = []
-    for data in results:
-        goals += [(data["benchmark"], goal) for goal in load(data["benchmark"]).summarize(data).goals]
+def _targets(results: list[dict[str, Any]], before: list[dict[str, Any]]) -> list[str]:
+    goals, earlier = _goals(results), {(bench, g.backend, g.goal): g for bench, g in _goals(before)}
     if not goals:
         return []
-    rows = [[f"[{bench}](#{bench})", g.backend, g.goal, g.value, _verdict(g.met)] for bench, g in goals]
+    rows = []
+    for bench, g in goals:
+        row = [f"[{bench}](#{bench})", g.backend, g.goal, g.value, _verdict(g.met)]
+        if before:
+            old = earlier.get((bench, g.backend, g.goal))
+            row.insert(3, "-" if old is None else old.value)
+        rows.append(row)
     met = sum(1 for _, g in goals if g.met)
-    title = f"Issue 9's targets: {met} of {len(goals)} met"
-    return _table(Table(title, ["benchmark", "backend", "target", "measured", ""], rows), level=2)
+    columns = ["benchmark", "backend", "target", *(["before"] if before else []), "measured", ""]
+    return _table(Table(f"Issue 9's targets: {met} of {len(goals)} met", columns, rows), level=2)
+
+
+def _goals(results: list[dict[str, Any]]) -> list[tuple[str, Goal]]:
+    return [(data["benchmark"], goal) for data in results for goal in load(data["benchmark"]).summarize(data).goals]
 
 
 def _section(data: dict[str, Any], images: str) -> list[str]:
@@ -129,12 +141,18 @@ def _verdict(met: bool | None) -> str:
     return "-" if met is None else "met" if met else "**missed**"
 
 
+def _read(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for name in BENCHMARKS if (p := folder / f"{name}.json").exists()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coord.bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--in", dest="source", type=Path, required=True, help="a folder a run wrote (--out)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="(default: docs/benchmarks.md)")
+    parser.add_argument("--before", type=Path, help="an earlier run's folder: its values beside the targets")
     args = parser.parse_args(argv)
-    results = [json.loads(p.read_text()) for name in BENCHMARKS if (p := args.source / f"{name}.json").exists()]
+    results = _read(args.source)
+    before = _read(args.before) if args.before else None  # read before the copies below may replace it
     if not results:
         print(f"error: no benchmark results in {args.source}", file=sys.stderr)
         return 2
@@ -145,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = args.source / f"{data['benchmark']}{suffix}"
             if source.exists() and source.resolve() != (images / source.name).resolve():
                 shutil.copyfile(source, images / source.name)
-    args.out.write_text(render(results, images.name))
+    args.out.write_text(render(results, images.name, before))
     print(args.out)
     return 0
 
