@@ -76,13 +76,14 @@ def _cpu_model() -> str:
 
 
 def _commit() -> str | None:
-    """The git commit of the coord being measured (``+dirty`` with local changes), if it is a checkout."""
+    """The last commit of coord's own code (not ``coord/bench``), ``+dirty`` with local changes, in a checkout."""
     root = Path(coord.__file__).resolve().parent.parent
+    library = ["--", "coord", ":!coord/bench"]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "coord"], cwd=root, capture_output=True, text=True)
+        head = subprocess.run(["git", "log", "-1", "--format=%h", *library], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", *library], cwd=root, capture_output=True, text=True)
     except OSError:
         return None
-    if head.returncode:
+    if head.returncode or not head.stdout.strip():
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

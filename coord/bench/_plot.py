@@ -79,9 +79,10 @@ def lines(
     panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
     *,
     logx: bool = False,
+    logy: set[str] | None = None,
     note: str = "",
 ) -> None:
-    """Side by side panels, each with one line of (x, y) points per label."""
+    """Side by side panels, each with one line of (x, y) points per label; panels named in ``logy`` on a log scale."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False)
     for ax, (panel, data) in zip(axes[0], panels.items(), strict=True):
@@ -96,7 +97,10 @@ def lines(
             ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
+        if panel in (logy or set()):
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(panel, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

@@ -60,9 +60,14 @@ def _machine(first: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
         "",
         f"- {m['cpu']}, {m['cores']} cores; {m['kernel']}; {m['python']}",
         f"- servers on loopback: {servers}",
-        f"- libraries: {libraries}; coord at commit {v.get('coord_commit') or 'unknown'}",
-        f"- run {first['started']}; load average (1 min) before and after each benchmark: "
-        + ", ".join(f"{d['benchmark']} {d['load']['before'][0]}-{d['load'].get('after', ['?'])[0]}" for d in results),
+        f"- libraries: {libraries}; coord (its code outside coord/bench) at commit "
+        + ", ".join(sorted({d["versions"].get("coord_commit") or "unknown" for d in results})),
+        f"- run on {first['started'][:10]}; each benchmark's start (UTC) and the load average (1 min) before and "
+        "after it: "
+        + ", ".join(
+            f"{d['benchmark']} {d['started'][11:19]} ({d['load']['before'][0]}-{d['load'].get('after', ['?'])[0]})"
+            for d in results
+        ),
         "- noise: the machine has 2 cores and other test suites may run beside; each table's spread column, where "
         "there is one, is the interquartile range of repeated rounds over their median.",
     ]
