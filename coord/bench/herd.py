@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "ttl": 10.0,
     "campaigns": 20,
 }
-QUICK: dict[str, Any] = {"waiters": [2, 4], "procs": 2, "warmup": 0.3, "seconds": 0.4, "ttl": 10.0, "campaigns": 3,
+QUICK: dict[str, Any] = {"waiters": [2, 4], "procs": 1, "warmup": 0.3, "seconds": 0.4, "ttl": 10.0, "campaigns": 3,
                          "parallel": True}  # fmt: skip
 PER_HANDOFF = "store ops/handoff"
 SERVER_PER_HANDOFF = "server requests/handoff"
