@@ -38,7 +38,7 @@ def render(results: list[dict[str, Any]], images: str, before: list[dict[str, An
         "```sh",
         "export COORD_SERVERS_DIR=/tmp/coord-servers-bench COORD_SERVERS_PORT_OFFSET=2000",
         'python3 scripts/servers.py start && eval "$(python3 scripts/servers.py env)"',
-        "python -m coord.bench --peers --out /tmp/bench        # about 30 minutes",
+        "python -m coord.bench --peers --out /tmp/bench        # about 20 minutes",
         "python -m coord.bench.report --in /tmp/bench          # this file, and docs/benchmarks/*.{json,png}",
         "```",
         "",
