@@ -25,7 +25,9 @@ import time
 
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    """One line, in one write: a child killed mid-line must not leave half a line (stdout is unbuffered)."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
 
 
 def child_campaign(url: str, name: str, ttl: float, alive: bool) -> None:
