@@ -17,7 +17,28 @@ from ._events import TTL
 
 # -- bad input ----------------------------------------------------------------------
 
-BAD_KEYS = ["", "/", "//", "a/../b", "..", "a/./b", "nul\x00", "line\nbreak", "tab\t", "del\x7f", "k" * 1025, 42, None]
+BAD_KEYS = [
+    "",
+    "/",
+    "//",
+    "a/../b",
+    "..",
+    "a/./b",
+    "nul\x00",
+    "line\nbreak",
+    "tab\t",
+    "del\x7f",
+    "c1\x85next-line",
+    "c1\x9f",
+    "line\u2028separator",
+    "paragraph\u2029separator",
+    "\U0010ffff-noncharacter first",
+    "nonchar\ufffe",
+    "nonchar\ufdd0",
+    "k" * 1025,
+    42,
+    None,
+]
 
 
 @pytest.mark.parametrize("key", BAD_KEYS, ids=repr)
@@ -59,13 +80,53 @@ def test_values_over_one_mib_are_refused_before_sending(store: coord.Store) -> N
     assert not store.exists("v")
 
 
-@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf")])
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), 30 * 24 * 3600 + 1, 1e10, 1e300, 2**63])
 def test_bad_ttls_are_refused(store: coord.Store, ttl: float) -> None:
+    """A ttl is positive and at most 30 days: larger ones overflow backends' fields and every timer's wait."""
     with pytest.raises(ValueError):
         store.put("v", b"", ttl=ttl)
     with pytest.raises(ValueError):
         store.lease(ttl)
+    with pytest.raises(ValueError):
+        store.session(ttl)
     assert not store.exists("v")
+
+
+def test_the_longest_ttl_is_thirty_days(store: coord.Store) -> None:
+    longest = 30 * 24 * 3600
+    assert store.put("v", b"", ttl=longest).key == "v"
+    with store.lease(longest) as lease:
+        assert lease.alive and lease.ttl >= longest
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "0", "soon"])
+def test_bad_store_timeouts_are_configuration_errors(store_url: str, timeout: str) -> None:
+    joiner = "&" if "?" in store_url else "?"
+    with pytest.raises(coord.ConfigurationError, match="timeout"):
+        coord.connect(f"{store_url}{joiner}timeout={timeout}")
+    with pytest.raises(coord.ConfigurationError, match="timeout"):
+        coord.connect(store_url, timeout=float(timeout) if timeout != "soon" else timeout)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1.0, "soon"])
+def test_bad_recipe_timeouts_are_refused_before_anything_is_written(store: coord.Store, timeout: Any) -> None:
+    error = TypeError if isinstance(timeout, str) else ValueError
+    calls: list[Callable[[], object]] = [
+        lambda: coord.Lock("l", store=store).acquire(timeout=timeout),
+        lambda: coord.Semaphore("s", 2, store=store).acquire(timeout=timeout),
+        lambda: coord.Election("e", store=store).campaign(timeout=timeout),
+        lambda: coord.Barrier("b", 2, store=store).wait(timeout=timeout),
+    ]
+    for call in calls:
+        with pytest.raises(error):
+            call()
+    assert store.list("") == []
+
+
+def test_an_infinite_timeout_means_no_timeout(store: coord.Store) -> None:
+    lock = coord.Lock("l", store=store)
+    assert lock.acquire(timeout=float("inf"))
+    lock.release()
 
 
 def test_previous_must_be_a_kvpair(store: coord.Store) -> None:
@@ -103,3 +164,17 @@ def test_operations_after_close_raise_store_closed(open_store: Callable[[], coor
         with pytest.raises(StoreClosed):
             call()
     assert list(watch) == []
+
+
+def test_after_close_no_holder_of_its_leases_holds(open_store: Callable[[], coord.Store]) -> None:
+    """Closing a Store revokes its leases here too: its holders report not held at once, none reports lost."""
+    store = open_store()
+    lock = coord.Lock("l", store=store)
+    assert lock.acquire(timeout=10)
+    leadership = coord.Election("e", store=store).campaign(timeout=10)
+    lease = store.lease(TTL)
+    store.close()
+    assert not lock.holding and not leadership.is_leader and not lease.alive
+    assert not lock.lost.is_set() and not leadership.lost.is_set() and not lease.lost.is_set()
+    other = open_store()
+    assert coord.Lock("l", store=other).acquire(timeout=10), "the lock was free again on the store's side too"
