@@ -17,6 +17,7 @@ from ._url import parse_url
 
 __all__ = ["connect", "default_store", "default_url"]
 
+
 def _flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

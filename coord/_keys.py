@@ -38,9 +38,7 @@ def normalize_key(key: object, *, allow_root: bool = False) -> str:
     if not isinstance(key, str):
         raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
     if any(_refused(ch) for ch in key):
-        raise InvalidKey(
-            "a key must not contain control characters, line separators or Unicode noncharacters", key=key
-        )
+        raise InvalidKey("a key must not contain control characters, line separators or Unicode noncharacters", key=key)
     segments = [segment for segment in key.split("/") if segment]
     if any(segment in (".", "..") for segment in segments):
         raise InvalidKey("a key must not contain '.' or '..' segments", key=key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -187,3 +187,33 @@ def test_release_on_exit_can_be_turned_off(process_url: str) -> None:
         watch.close()
         child.close()
         observer.close()
+
+
+# -- a key deleted behind its holder's back ----------------------------------------------------
+
+
+def test_a_holder_whose_ticket_is_deleted_behind_its_back_stops_holding(
+    open_store: Callable[[], coord.Store],
+) -> None:
+    """An operator's delete_tree must not leave two holders whose leases are both alive."""
+    store, operator = open_store(), open_store()
+    lock = coord.Lock("l", store=store, ttl=TTL)
+    assert lock.acquire(timeout=10)
+    told: list[coord.Lock] = []
+    lock.on_lost(told.append)
+    operator.delete_tree("lock")
+    wait_for(lambda: not lock.holding, TTL + 3, "the holder learned that its ticket is gone")
+    assert lock.lost.is_set() and lock.lease is not None and lock.lease.alive, "its session lives on"
+    wait_for(lambda: told == [lock], 5, "on_lost was called")
+    assert coord.Lock("l", store=operator, ttl=TTL).acquire(timeout=10)
+    lock.release()  # allowed after the loss
+
+
+def test_a_registration_deleted_behind_its_back_registers_again(open_store: Callable[[], coord.Store]) -> None:
+    store, operator = open_store(), open_store()
+    registration = coord.register("svc", address="a:1", ttl=TTL, store=store)
+    first = registration.token
+    operator.delete_tree("services")
+    wait_for(lambda: coord.discover("svc", store=operator) != [], TTL + 3, "the instance registered again")
+    assert registration.registered and registration.token > first
+    registration.close()

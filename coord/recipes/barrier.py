@@ -120,7 +120,7 @@ class DoubleBarrier:
             arrival.wait(_deadline(store, timeout), self.name)
             self._inside = arrival
             assert arrival.ticket is not None
-            self._holding.begin(arrival.lease, arrival.ticket.created)
+            self._holding.begin(store, arrival.ticket.key, arrival.lease, arrival.ticket.created)
 
     def leave(self, timeout: float | None = None) -> None:
         """Block until every participant of the round has left (or crashed); ``TimeoutError`` after ``timeout``.

@@ -106,7 +106,9 @@ class Leadership:
         self._hold = hold
         self._lock = threading.Lock()
         self._holding: Holding[Leadership] = Holding(self)
-        self._holding.begin(hold.lease, hold.token)
+        self._holding.begin(
+            hold.store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True)
+        )
 
     @property
     def is_leader(self) -> bool:

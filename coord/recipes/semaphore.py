@@ -74,7 +74,7 @@ class Semaphore:
             self._local.release()
             return False
         self._hold = hold
-        self._holding.begin(hold.lease, hold.token)
+        self._holding.begin(store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True))
         return True
 
     def release(self) -> None:
