@@ -8,7 +8,6 @@ shared server.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import uuid
@@ -23,22 +22,14 @@ from pyetcd import etcdrpc
 import coord
 from coord.backends.etcd import EtcdStore
 from coord.backends.etcd._expiry import FINE, Expiries
-from tests.conftest import REQUIRE_SERVERS
-from tests.helpers import drain
-from tests.proxy import Proxy
+from tests.support import Proxy, drain, summary, url_of
 
-URL = os.environ.get("COORD_TEST_ETCD", "")
-pytestmark = pytest.mark.skipif(not URL and not REQUIRE_SERVERS, reason="COORD_TEST_ETCD is not set")
-
-
-def summary(events: list[coord.Event]) -> list[tuple[str, str, bytes | None]]:
-    return [(event.type, event.key, event.value) for event in events]
+URL = url_of("etcd")
+pytestmark = pytest.mark.server("etcd")
 
 
 @pytest.fixture
 def server() -> tuple[str, int]:
-    if not URL:
-        pytest.fail("COORD_REQUIRE_SERVERS=1 but COORD_TEST_ETCD is not set")
     parts = urlsplit(URL)
     assert parts.hostname and parts.port
     return parts.hostname, parts.port

@@ -104,6 +104,7 @@ class Hold:
         self.lease = lease
         self.pair = pair
         self.released = False
+        self.gone = False  # its ticket was found gone while its lease lived
 
     @property
     def token(self) -> int:
@@ -113,7 +114,7 @@ class Hold:
     @property
     def alive(self) -> bool:
         """Exact at the moment read: false from the moment the store may remove the ticket."""
-        return not self.released and self.lease.alive
+        return not self.released and not self.gone and self.lease.alive
 
     def release(self) -> None:
         """Give the turn up: delete the ticket, which wakes the next waiter. Idempotent."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import KeyExists, KeyModified, KeyNotFound
-from .._keys import check_ttl
+from .._keys import check_timeout, check_ttl
 from .._lease import Lease
 from .._store import Store
 from .._types import Event, KVPair
@@ -120,7 +120,7 @@ class DoubleBarrier:
             arrival.wait(_deadline(store, timeout), self.name)
             self._inside = arrival
             assert arrival.ticket is not None
-            self._holding.begin(arrival.lease, arrival.ticket.created)
+            self._holding.begin(store, arrival.ticket.key, arrival.lease, arrival.ticket.created)
 
     def leave(self, timeout: float | None = None) -> None:
         """Block until every participant of the round has left (or crashed); ``TimeoutError`` after ``timeout``.
@@ -131,10 +131,11 @@ class DoubleBarrier:
             arrival = self._inside
             if arrival is None:
                 raise RuntimeError("not entered")
+            deadline = _deadline(arrival.store, timeout)
             self._inside = None
             self._holding.end()
             try:
-                self._leave(arrival, _deadline(arrival.store, timeout))
+                self._leave(arrival, deadline)
             except TimeoutError:
                 raise TimeoutError(f"not everyone left double barrier {self.name!r} within {timeout} s") from None
             finally:
@@ -266,7 +267,8 @@ def _number(item: Event | KVPair) -> int:
 
 
 def _deadline(store: Store, timeout: float | None) -> float | None:
-    return None if timeout is None else store.clock.now() + max(0.0, timeout)
+    timeout = check_timeout(timeout)
+    return None if timeout is None else store.clock.now() + timeout
 
 
 def _check_parties(parties: int) -> int:

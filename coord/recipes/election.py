@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import KeyModified, KeyNotFound, LeaseExpired
-from .._keys import check_ttl
+from .._keys import check_timeout, check_ttl
 from .._lease import Lease
 from .._store import Store
 from ._holding import Holding
@@ -58,6 +58,7 @@ class Election:
         Candidates are served in the order they campaigned. A candidate whose
         lease is lost while it waits queues again, at the back.
         """
+        timeout = check_timeout(timeout)
         store = resolve(self._store)
         hold = join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
         if hold is None:
@@ -105,7 +106,9 @@ class Leadership:
         self._hold = hold
         self._lock = threading.Lock()
         self._holding: Holding[Leadership] = Holding(self)
-        self._holding.begin(hold.lease, hold.token)
+        self._holding.begin(
+            hold.store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True)
+        )
 
     @property
     def is_leader(self) -> bool:

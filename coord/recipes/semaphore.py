@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._keys import check_ttl
+from .._keys import check_timeout, check_ttl
 from .._lease import Lease
 from .._store import Store
 from ._holding import Holding
@@ -59,11 +59,10 @@ class Semaphore:
         """Take a slot; ``False`` if ``blocking`` is false and none is free, or after ``timeout`` seconds."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify a timeout for a non-blocking call")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be a non-negative number of seconds or None")
+        timeout = check_timeout(timeout)
         store = resolve(self._store)
         start = store.clock.now()
-        if not self._local.acquire(blocking, -1 if timeout is None else timeout):
+        if not self._local.acquire(blocking, -1 if timeout is None else min(timeout, threading.TIMEOUT_MAX)):
             return False
         try:
             remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
@@ -75,7 +74,7 @@ class Semaphore:
             self._local.release()
             return False
         self._hold = hold
-        self._holding.begin(hold.lease, hold.token)
+        self._holding.begin(store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True))
         return True
 
     def release(self) -> None:

@@ -18,7 +18,7 @@ from .._types import KVPair
 from .._watch import Watch, WatchFeed
 from ._scheduler import ScheduledWatch
 
-__all__ = ["Fault", "FaultyStore"]
+__all__ = ["Fault", "FaultKind", "FaultyStore"]
 
 T = TypeVar("T")
 FaultKind = Literal["fail", "lose_reply", "delay"]

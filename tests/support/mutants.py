@@ -103,7 +103,7 @@ def _registration_without_lease() -> Iterator[None]:
         body = b'{"address": "%s", "metadata": {}, "registered_at": 0}' % self.address.encode()
         self._pair = self.store.put(self.key, body)  # the bug: not bound to the lease, so it outlives it
         self._lease = lease
-        self._holding.begin(lease, self._pair.created)
+        self._holding.begin(self.store, self.key, lease, self._pair.created)
 
     with mock.patch.object(_registration.Registration, "_register", register):
         yield

@@ -1,19 +1,19 @@
-"""Transactions and sessions: part of the Store contract, on every backend (see conftest.py).
+"""Transactions and sessions: conditions checked first, writes all or none, reads that see them.
 
-A transaction's conditions are all checked before anything is written; its
-writes apply all or none; each read sees the writes before it.
+Part of the Store conformance suite (``coord.testing.conformance``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import coord
 from coord import InvalidKey, KeyExists, KeyModified, KeyNotFound, LeaseExpired
-from tests.helpers import drain
+
+from . import fresh_namespace
+from ._events import drain
 
 
 def keys(pairs: list[coord.KVPair]) -> list[str]:
@@ -156,10 +156,12 @@ def test_an_empty_transaction_does_nothing(store: coord.Store) -> None:
     assert store.transaction().commit() == []
 
 
-def test_the_prefix_applies_to_every_key_of_a_transaction(open_store: Callable[[], coord.Store], url: str) -> None:
-    # A server backend's URL carries the test's own prefix: nest under it, or the keys land outside the test's space.
-    outer = parse_qs(urlsplit(url).query).get("prefix", [""])[0]
-    inner = coord.connect(url, prefix=f"{outer}/inner" if outer else "inner")
+def test_the_prefix_applies_to_every_key_of_a_transaction(
+    open_store: Callable[[], coord.Store], store_url: str
+) -> None:
+    inner_url = fresh_namespace(store_url)  # a namespace below the test's own
+    tag = inner_url.rsplit("prefix=", 1)[1].rsplit("/", 1)[-1]
+    inner = coord.connect(inner_url)
     try:
         txn = inner.transaction()
         txn.put("k", b"1", previous=None)
@@ -169,7 +171,7 @@ def test_the_prefix_applies_to_every_key_of_a_transaction(open_store: Callable[[
         with pytest.raises(KeyExists) as info:
             inner.transaction().put("k", b"", previous=None).commit()
         assert info.value.key == "k"
-        assert keys(open_store().list("")) == ["inner/k"]
+        assert keys(open_store().list("")) == [f"{tag}/k"]
     finally:
         inner.close()
 
