@@ -43,6 +43,10 @@ class Store(abc.ABC):
     #: Options the backend takes (besides ``timeout`` and ``prefix``), with a
     #: parser for their query-string form.
     OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {}
+    #: Whether a transaction may write several keys, or check keys it does not write. A backend
+    #: that cannot (etcd's v2 API has no multi-key atomicity) raises ``NotSupported`` for those,
+    #: writing nothing; one conditional write and any reads work everywhere.
+    multi_key_transactions: bool = True
 
     def __init__(self, *, prefix: str = "", clock: Clock | None = None) -> None:
         self._prefix = normalize_key(prefix, allow_root=True)
