@@ -23,7 +23,7 @@ from ._clock import Clock, SystemClock
 from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpired, NotSupported, StoreClosed
 from ._keys import check_ttl, check_value, is_under, normalize_key
 from ._lease import Lease, LeaseKeeper
-from ._txn import Op, Transaction
+from ._txn import Op, Transaction, single_key
 from ._types import KVPair
 from ._watch import Watch, WatchFeed
 
@@ -294,6 +294,8 @@ class Store(abc.ABC):
 
     def _commit(self, ops: builtins.list[Op], labels: builtins.list[str]) -> builtins.list[object]:
         with self._op(_NO_KEY):
+            if not self.multi_key_transactions:
+                single_key(ops)
             for op in ops:
                 if op.lease is not None:
                     self._check_write(op.value, None, op.lease)

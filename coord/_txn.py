@@ -25,13 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._errors import NotSupported
 from ._keys import check_ttl, check_value
 from ._types import KVPair
 
 if TYPE_CHECKING:
     from ._lease import Lease
 
-__all__ = ["ANY", "Op", "Transaction"]
+__all__ = ["ANY", "Op", "Transaction", "single_key"]
 
 
 class _Any:
@@ -136,6 +137,21 @@ class Transaction:
         self._ops.append(op)
         self._labels.append(label)
         return self
+
+
+def single_key(ops: Sequence[Op]) -> None:
+    """Refuse, with ``NotSupported``, what a store without multi-key transactions cannot do.
+
+    That is several writes, or a ``check`` of a key the transaction does not
+    write (``Store.multi_key_transactions``): one conditional write and any
+    reads work on every backend. Checked before anything else, so such a
+    transaction is refused the same way whatever else is wrong with it.
+    """
+    written = {op.key for op in ops if op.writes}
+    if sum(op.writes for op in ops) > 1:
+        raise NotSupported("this store writes one key per transaction")
+    if any(op.kind == "check" and op.key not in written for op in ops):
+        raise NotSupported("this store checks only the key a transaction writes")
 
 
 def _expect(previous: object, *, allow_any: bool, allow_none: bool = True) -> Any:
