@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import ClassVar
 from urllib.parse import unquote, urlsplit
@@ -92,6 +93,7 @@ class Etcd2Store(Store):
             self._http, self._layout, self.clock, retry, self._live, self._check_later, self._strip, self._expiries
         )
         self._expiries.expired = self._lease_died
+        self._lease_objects: weakref.WeakValueDictionary[int, Lease] = weakref.WeakValueDictionary()
         self._cleanup_registered: set[int] = set()
         self._cleanup_lock = threading.Lock()
         try:
@@ -159,6 +161,8 @@ class Etcd2Store(Store):
 
     def _bound(self, key: str, lease: Lease | None, write: Callable[[], KVPair]) -> KVPair:
         """Run a write, and note which lease the key is now bound to; a lease that died meanwhile undoes it."""
+        if lease is not None and lease.id in self._leases.granted:
+            self._lease_objects[lease.id] = lease
         pair = write()
         path = self._layout.path(key)
         self._leases.bind(path, _id(lease), pair.revision)
@@ -194,10 +198,13 @@ class Etcd2Store(Store):
         return lease_id in self._leases.granted
 
     def _own(self, lease_id: int) -> bool | None:
-        """Whether a lease this Store granted is alive; None for a lease of another Store."""
-        if lease_id not in self._leases.granted:
-            return None
-        return any(lease.id == lease_id and lease.alive for lease in self._keeper.leases())
+        """Whether a lease this Store granted and bound keys to is alive; None for any other lease.
+
+        The Lease objects are the ones the writes carried (a wrapping Store,
+        such as ``FaultyStore``, keeps them in a keeper of its own).
+        """
+        lease = self._lease_objects.get(lease_id)
+        return None if lease is None else lease.alive
 
     def _lease_died(self, lease_id: int) -> None:
         """A lease ended (etcd said so): delete the keys bound to it that this Store knows of."""
