@@ -42,6 +42,8 @@ from ._leases import delete_at
 
 __all__ = ["Expiries"]
 
+#: How soon after a watch starts its key's lease is first read (a short wait often ends before).
+FIRST_READ = 0.5
 #: How long after its expiration a lease is read (etcd's clock and ours may round differently).
 MARGIN = 0.005
 #: The interval between reads once a lease has under a second left and has not expired yet.
@@ -85,7 +87,7 @@ class Expiries:
                 follow.watches += 1
                 return
             follow = self._follows[lease] = _Follow(lease)
-            follow.timer = self._timers.call_soon(lambda: self._read(follow))
+            follow.timer = self._timers.call_at(self._clock.now() + FIRST_READ, lambda: self._read(follow))
 
     def unfollow(self, lease: int) -> None:
         with self._lock:
