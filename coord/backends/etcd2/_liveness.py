@@ -65,7 +65,7 @@ class Liveness:
         self._live: set[int] = set()
         self._next = 0  # every lease event before this index is in ``_live``
         self._started = False
-        self._lane = Lane(http)
+        self._lane = http.lane()
         self._thread: threading.Thread | None = None
 
     def alive(self, lease: int) -> bool:

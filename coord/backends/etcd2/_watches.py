@@ -105,7 +105,7 @@ class Watches:
     def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         path = self._layout.dir(key) if tree else self._layout.path(key)
         start = min(MAX_INDEX, max(1, start_revision or 1))
-        feed = _Feed(watch, key, tree, path, start, Lane(self._http))
+        feed = _Feed(watch, key, tree, path, start, self._http.lane())
         if start_revision is None:
             self._http.call(lambda _: self._resync(feed))
         else:
