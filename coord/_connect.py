@@ -46,7 +46,8 @@ def connect(url: str | None = None, **options: object) -> Store:
     """Open a Store.
 
     ``url`` picks the backend by scheme: ``memory://``, ``sqlite:///path``,
-    ``etcd://h:p[,h:p]``, ``zookeeper://h:p[,h:p][/chroot]`` (or ``zk://``),
+    ``etcd://h:p[,h:p]``, ``etcd2://h:p[,h:p]`` (etcd's v2 API; ``etcd2s://`` for TLS),
+    ``zookeeper://h:p[,h:p][/chroot]`` (or ``zk://``),
     ``redis://h:p[/db]`` (``rediss://`` for TLS). Without a URL it reads
     ``$COORD_URL``, and without that it opens the embedded sqlite store.
     Query-string options (``?timeout=5&prefix=app``) become options; keyword
