@@ -492,6 +492,7 @@ class _NotEtcd(http.server.BaseHTTPRequestHandler):
         (200, b"[1, 2]", coord.CoordError),
         (404, b"not found", coord.CoordError),
         (401, b'{"message": "Insufficient credentials"}', coord.ConfigurationError),
+        (401, b'{"errorCode": 110, "message": "The request requires user authentication"}', coord.ConfigurationError),
         (503, b"<html>busy</html>", coord.StoreUnavailable),
         (500, b'{"errorCode": 300, "message": "Raft Internal Error"}', coord.StoreUnavailable),
         (400, b'{"errorCode": 209, "message": "Invalid field"}', coord.CoordError),

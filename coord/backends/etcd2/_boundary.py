@@ -191,6 +191,10 @@ class Boundary:
             ) from exc
         if status < 300:
             return body, index
+        if status in (401, 403):  # etcd's 110 "requires user authentication" and 403 "insufficient permissions"
+            raise ConfigurationError(
+                f"{self.describe()} refused coord's credentials: {body.get('message', status)}", backend=BACKEND
+            )
         if "errorCode" in body:
             code = int(body["errorCode"])
             error = EtcdError(code, str(body.get("message", "")), str(body.get("cause", "")), int(body.get("index", 0)))
@@ -198,10 +202,6 @@ class Boundary:
                 self.members.failed(number)
                 raise Transient(f"{self.members.name(number)}: {error}") from error
             raise error
-        if status in (401, 403):
-            raise ConfigurationError(
-                f"{self.describe()} refused coord's credentials: {body.get('message', status)}", backend=BACKEND
-            )
         if status >= 500:
             self.members.failed(number)
             raise Transient(f"{self.members.name(number)} answered {status}: {body.get('message', '')}")

@@ -150,6 +150,7 @@ class Leases:
 
         self._http.call(attempt)
         with self._lock:
+            self.granted.discard(lease)
             keys = self._bound.pop(lease, {})
             for path in keys:
                 if self._binding.get(path) == lease:

@@ -216,7 +216,7 @@ class Etcd2Store(Store):
             if lease.id in self._cleanup_registered:
                 return
             self._cleanup_registered.add(lease.id)
-        lease.on_lost(lambda lost: self._reaper.soon(lambda: self._leases.end(lost.id)))
+        lease.on_lost(lambda lost: self._reaper.soon(lambda: self._end(lost.id)))
 
     # -- leases --------------------------------------------------------------------
 
@@ -227,7 +227,12 @@ class Etcd2Store(Store):
         return self._leases.renew(lease.id, lease.ttl)
 
     def _lease_revoke(self, lease: Lease) -> None:
-        self._leases.end(lease.id)
+        self._end(lease.id)
+
+    def _end(self, lease_id: int) -> None:
+        self._leases.end(lease_id)
+        with self._cleanup_lock:
+            self._cleanup_registered.discard(lease_id)
 
     # -- watches and closing ------------------------------------------------------
 

@@ -107,7 +107,12 @@ class Watches:
         start = min(MAX_INDEX, max(1, start_revision or 1))
         feed = _Feed(watch, key, tree, path, start, self._http.lane())
         if start_revision is None:
-            self._http.call(lambda _: self._resync(feed))
+            try:
+                self._http.call(lambda _: self._resync(feed))
+            except BaseException:
+                feed.lane.close()
+                self._bind(feed, None, closing=True)
+                raise
         else:
             watch.revision = start - 1
         feed.thread = threading.Thread(target=self._run, args=(feed,), name="coord-etcd2-watch", daemon=True)
