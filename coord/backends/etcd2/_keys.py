@@ -73,6 +73,18 @@ class Keys:
         found = ((self._layout.key(node["key"]), node) for node in self._layout.files(body["node"]))
         return [decode(key, node).pair for key, node in found if key is not None]
 
+    def siblings(self, parent: str) -> list[KVPair]:
+        """Every key directly in the directory ``parent`` (the keys ``parent/<name>``), leftovers included. One request."""
+        try:
+            body, _index = self._http.request("GET", self._layout.dir(parent), self._read)
+        except EtcdError as exc:
+            if exc.code == KEY_NOT_FOUND:
+                return []
+            raise
+        nodes = body["node"].get("nodes") or () if body["node"].get("dir") else ()
+        found = ((self._layout.key(node["key"]), node) for node in nodes if not node.get("dir"))
+        return [decode(key, node).pair for key, node in found if key is not None]
+
     def leftover(self, node: dict[str, Any] | None, key: str) -> bool:
         """Whether ``node`` (a ``prevNode``) was bound to a lease that is gone."""
         if node is None or node.get("dir"):

@@ -144,7 +144,22 @@ class Etcd2Store(Store):
         self._http.call(attempt)
 
     def _transaction(self, ops: list[Op]) -> list[object]:
-        return run(ops, self._write, self._get, self._list)
+        return run(ops, self._write, self._get, self._list, self._get_many)
+
+    def _get_many(self, keys: list[str]) -> dict[str, KVPair | None]:
+        """Keys read together: one GET per directory holding two or more of them (the others are left out)."""
+        parents: dict[str, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            parents.setdefault(key.rpartition("/")[0], []).append(key)
+        got: dict[str, KVPair | None] = {}
+        for parent, wanted in parents.items():
+            if len(wanted) > 1:
+                found = {pair.key: pair for pair in self._live(self._siblings(parent))}
+                got.update((key, found.get(key)) for key in wanted)
+        return got
+
+    def _siblings(self, parent: str) -> list[KVPair]:
+        return self._http.call(lambda _: self._keys.siblings(parent))
 
     def _write(self, op: Op, expect: object) -> object:
         """A transaction's one write, under every condition on its key (``expect``)."""

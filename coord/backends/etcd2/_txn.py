@@ -12,7 +12,9 @@ several writes, or with a ``check`` of a key it does not write, raises
   first that fails raises its error; nothing is written.
 - The reads run in order around it: those before the write just before it,
   those after it just after it. They are not atomic with the write: they
-  may see changes other clients made in between. (The recipes' transaction,
+  may see changes other clients made in between. A transaction of reads
+  only reads several keys of one directory with one GET of the directory
+  (a Store's ticket guard reads all its holders' keys so). (The recipes' transaction,
   a create-only ticket and a list of its queue, needs no more: the list runs
   after the ticket is written, so it sees it and every ticket before it.)
 """
@@ -33,6 +35,7 @@ def run(
     write: Callable[[Op, object], object],
     get: Callable[[str], KVPair | None],
     listing: Callable[[str], list[KVPair]],
+    get_many: Callable[[list[str]], dict[str, KVPair | None]],
 ) -> list[object]:
     """The results of ``ops``; ``write(op, expect)`` runs the one write with every condition on its key."""
     single_key(ops)  # the Store checked it already; kept here so this module stands on its own
@@ -40,10 +43,12 @@ def run(
     if len(expects) > 1:
         _contradiction(ops, get)
     expect = expects.pop() if expects else ANY
+    read_only = not any(op.writes for op in ops)
+    got = get_many([op.key for op in ops if op.kind == "get"]) if read_only else {}
     results: list[object] = []
     for op in ops:
         if op.kind == "get":
-            results.append(get(op.key))
+            results.append(got[op.key] if op.key in got else get(op.key))
         elif op.kind == "list":
             results.append(listing(op.key))
         elif op.writes:
