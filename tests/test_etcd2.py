@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ import urllib3
 import coord
 from coord.backends.etcd2 import Etcd2Store
 from coord.backends.etcd2._boundary import Transient
-from tests.support import Proxy, drain, summary, url_of, wait_for
+from tests.support import Proxy, drain, servers, summary, url_of, wait_for
 
 URL = url_of("etcd2")
 pytestmark = pytest.mark.server("etcd2")
@@ -509,3 +510,47 @@ def test_answers_that_are_not_etcds_give_coord_errors(status: int, body: bytes, 
     finally:
         fake.shutdown()
         fake.server_close()
+
+
+# -- a three-member cluster loses the member a Store uses ------------------------------------
+
+
+@pytest.fixture
+def cluster() -> Iterator[list[Any]]:
+    """The three etcd members of scripts/servers.py, started for the test and stopped (data removed) after it."""
+    members = servers.CLUSTER
+    launched = [member.launch() for member in members]
+    try:
+        for member, process in zip(members, launched, strict=True):
+            member.wait_ready(60.0, process)
+        yield members
+    finally:
+        for member in members:
+            member.stop()
+            shutil.rmtree(member.dir, ignore_errors=True)
+
+
+def test_a_cluster_loses_the_member_the_store_uses(cluster: list[Any], tag: str) -> None:
+    url = "etcd2://" + ",".join(f"127.0.0.1:{member.port}" for member in cluster) + f"?prefix={tag}&timeout=10"
+    with coord.connect(url) as store, coord.connect(url) as other:
+        assert isinstance(store, Etcd2Store)
+        watch = store.watch_tree("m")
+        lock = coord.Lock("l", store=store, ttl=5)
+        assert lock.acquire(timeout=10)
+        lock.release()
+        store.put("m/0", b"0")
+        assert summary(drain(watch, 1)) == [("put", "m/0", b"0")]
+        victim = cluster[store._http.members.pick()]
+        victim.kill()
+        killed = time.monotonic()
+        for number in range(1, 6):  # no error reaches the caller: only latency
+            store.put(f"m/{number}", str(number).encode())
+        moved = time.monotonic() - killed
+        assert lock.acquire(timeout=30)
+        lock.release()
+        events = drain(watch, 5, timeout=30)
+        assert summary(events) == [("put", f"m/{n}", str(n).encode()) for n in range(1, 6)]
+        assert watch.get(timeout=0.5) is None, "an event was delivered twice"
+        assert [pair.key for pair in other.list("m")] == [f"m/{n}" for n in range(6)]
+        watch.close()
+    print(f"{victim.name} killed: five puts took {moved:.2f} s")
