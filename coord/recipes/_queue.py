@@ -40,6 +40,7 @@ from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
 from ._release import withdraw
+from ._steps import Steps, call
 from ._waits import TicketLost, wait_any_deleted, wait_changed
 
 __all__ = ["Hold", "TicketLost", "enqueue", "join", "name_segment", "resolve", "wait_turn"]
@@ -133,7 +134,7 @@ def join(
     lease: Lease | None,
     limit: int,
     timeout: float | None,
-) -> Hold | None:
+) -> Steps[Hold | None]:
     """Queue under ``prefix`` until among the first ``limit``; ``None`` if ``timeout`` passed first.
 
     The ticket is bound to ``lease``, or to the Store's session of ``ttl``.
@@ -143,23 +144,23 @@ def join(
     clock = store.clock
     deadline = None if timeout is None else clock.now() + max(0.0, timeout)
     while True:
-        holder = store.session(ttl) if lease is None else lease
+        holder = (yield from call(store.session, ttl)) if lease is None else lease
         mine: KVPair | None = None
         try:
-            mine, queue = enqueue(store, prefix, value, holder)
-            mine = wait_turn(store, prefix, mine, holder, limit, deadline, queue)
+            mine, queue = yield from call(enqueue, store, prefix, value, holder)
+            mine = yield from wait_turn(store, prefix, mine, holder, limit, deadline, queue)
             if holder.alive:
                 return Hold(store, holder, mine)
             reason = "its lease was lost as its turn came"
         except TicketLost as exc:
             reason = str(exc)
         except TimeoutError:
-            _leave(store, mine, holder)
+            yield from _leave(store, mine, holder)
             return None
         except BaseException:
-            _leave(store, mine, holder)
+            yield from _leave(store, mine, holder)
             raise
-        _leave(store, mine, holder)
+        yield from _leave(store, mine, holder)
         if lease is not None:
             raise LeaseExpired(f"the lease given to wait under {prefix} was lost: {reason}", key=prefix)
         log.info("queueing again under %s: %s", prefix, reason)
@@ -167,9 +168,9 @@ def join(
             return None
 
 
-def _leave(store: Store, mine: KVPair | None, lease: Lease) -> None:
+def _leave(store: Store, mine: KVPair | None, lease: Lease) -> Steps[None]:
     if mine is not None:
-        withdraw(store, mine.key, lease)
+        yield from call(withdraw, store, mine.key, lease)
 
 
 def wait_turn(
@@ -180,7 +181,7 @@ def wait_turn(
     limit: int,
     deadline: float | None,
     queue: list[KVPair] | None = None,
-) -> KVPair:
+) -> Steps[KVPair]:
     """Block until ``mine`` is among the first ``limit`` tickets under ``prefix``; return it as it now is.
 
     ``queue`` is the list of tickets read with ``mine``'s creation, if any
@@ -190,7 +191,9 @@ def wait_turn(
     tests can count them.
     """
     while True:
-        tickets = sorted(store.list(prefix) if queue is None else queue, key=lambda pair: pair.created)
+        if queue is None:
+            queue = yield from call(store.list, prefix)
+        tickets = sorted(queue, key=lambda pair: pair.created)
         queue = None
         me = next((pair for pair in tickets if pair.key == mine.key), None)
         if me is None:
@@ -200,13 +203,13 @@ def wait_turn(
             # A later contender may have listed us while we still waited, and be watching us for
             # that: tell it we moved up. One created after this list sees us holding already.
             behind = len(tickets) > len(ahead) + 1
-            return _touch(store, me, lease) if limit > 1 and behind else me
+            return (yield from call(_touch, store, me, lease)) if limit > 1 and behind else me
         if deadline is not None and store.clock.now() >= deadline:
             raise TimeoutError
         if limit > 1 and len(ahead) == limit:
-            reason = wait_any_deleted(store, prefix, ahead, lease, deadline)
+            reason = yield from wait_any_deleted(store, prefix, ahead, lease, deadline)
         else:
-            reason = wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
+            reason = yield from wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
         log.debug("waiter %s woke: %s", mine.key, reason, extra={"coord_waiter": mine.key})
 
 

@@ -18,6 +18,7 @@ from .._store import Store
 from ._holding import Holding
 from ._observe import observe
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Election", "Leadership"]
 
@@ -59,11 +60,14 @@ class Election:
         lease is lost while it waits queues again, at the back.
         """
         timeout = check_timeout(timeout)
-        store = resolve(self._store)
-        hold = join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
+        hold = run(self._join(resolve(self._store), timeout))
         if hold is None:
             raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
         return Leadership(self, hold)
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The campaign's protocol (shared with ``coord.aio``)."""
+        return join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
 
     def leader(self) -> bytes | None:
         """The current leader's value, or ``None`` when nobody leads."""

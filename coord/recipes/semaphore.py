@@ -11,6 +11,7 @@ from .._lease import Lease
 from .._store import Store
 from ._holding import Holding
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Semaphore"]
 
@@ -66,16 +67,23 @@ class Semaphore:
             return False
         try:
             remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
-            hold = join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=remaining)
+            hold = run(self._join(store, remaining))
         except BaseException:
             self._local.release()
             raise
         if hold is None:
             self._local.release()
             return False
+        self._took(store, hold)
+        return True
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The queue's protocol for one slot (shared with ``coord.aio``)."""
+        return join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=timeout)
+
+    def _took(self, store: Store, hold: Hold) -> None:
         self._hold = hold
         self._holding.begin(store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True))
-        return True
 
     def release(self) -> None:
         """Give the slot up (``RuntimeError`` if not held); the next waiter is woken."""
