@@ -4,7 +4,8 @@
 - ``coord/backends/<name>`` imports the contract and its own modules only;
 - ``coord/recipes/`` and the programs in ``recipes/`` use the contract only:
   no backend and no client library, so each recipe works on every backend;
-- ``coord/testing/`` imports no backend.
+- ``coord/testing/`` imports no backend;
+- ``coord/aio/`` (the asyncio API) stands on the contract and the recipes, whose protocols it drives.
 
 The rules name folders, not modules: a new module is checked as soon as it exists.
 """
@@ -82,6 +83,7 @@ ALLOWED = {
     "testing": {"contract", "testing", "recipes", "api"},
     "backends": {"contract"},
     "bench": {"api", "contract", "recipes", "testing", "bench"},
+    "aio": {"contract", "recipes", "aio"},
 }
 
 

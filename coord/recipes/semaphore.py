@@ -87,13 +87,18 @@ class Semaphore:
 
     def release(self) -> None:
         """Give the slot up (``RuntimeError`` if not held); the next waiter is woken."""
+        hold = self._let_go()
+        hold.release()
+        self._local.release()
+
+    def _let_go(self) -> Hold:
+        """This object no longer holds (the store is told next, by ``Hold.release``)."""
         hold = self._hold
         if hold is None:
             raise RuntimeError(f"release of an unheld {type(self).__name__}")
         self._hold = None
         self._holding.end()
-        hold.release()
-        self._local.release()
+        return hold
 
     @property
     def holding(self) -> bool:
