@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ._errors import CoordError, StoreClosed
+from ._metrics import count
 from ._types import Event
 
 __all__ = ["Watch", "WatchFeed"]
@@ -46,6 +47,10 @@ class WatchFeed:
             event = Event(event.type, key, event.value, event.revision)
         self.revision = max(self.revision, event.revision)
         self._put(event)
+
+    def resynced(self) -> None:
+        """Say that this watch fell behind the history the backend keeps and re-synced (a metric counts it)."""
+        count("coord.watch.resyncs", {"coord.backend": self.backend})
 
     def fail(self, error: CoordError) -> None:
         """End the stream with ``error``: the reader's next ``get`` raises it."""

@@ -71,7 +71,7 @@ class Semaphore:
         timeout = 0.0 if not blocking else check_timeout(timeout)
         store = await _resolve(self._store)
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        start, started = loop.time(), store.sync.clock.now()
         if not await _take_local(self._local, timeout):
             return False
         try:
@@ -83,7 +83,7 @@ class Semaphore:
         if hold is None:
             self._local.release()
             return False
-        self._inner._took(store.sync, hold)
+        self._inner._took(store.sync, hold, started)
         self._holder = store
         return True
 
@@ -191,10 +191,11 @@ class Election:
         """Wait until this candidate leads; ``TimeoutError`` after ``timeout``. Cancelling leaves no ticket behind."""
         timeout = check_timeout(timeout)
         store = await _resolve(self._store)
+        started = store.sync.clock.now()
         hold = await drive(self._inner._join(store.sync, timeout), store.executor)
         if hold is None:
             raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
-        return Leadership(store, threaded_election.Leadership(self._inner, hold))
+        return Leadership(store, self._inner._won(store.sync, hold, started))
 
     async def leader(self) -> bytes | None:
         store = await _resolve(self._store)

@@ -100,10 +100,11 @@ def _enqueue(store: Store, key: str, prefix: str, value: bytes, lease: Lease) ->
 class Hold:
     """A ticket that holds: its lease and its key as the store last confirmed them."""
 
-    def __init__(self, store: Store, lease: Lease, pair: KVPair) -> None:
+    def __init__(self, store: Store, lease: Lease, pair: KVPair, woke: float | None = None) -> None:
         self.store = store
         self.lease = lease
         self.pair = pair
+        self.woke = woke  # when (store clock) its wait last ended because someone ahead left; None: no wait
         self.released = False
         self.gone = False  # its ticket was found gone while its lease lived
 
@@ -148,9 +149,9 @@ def join(
         mine: KVPair | None = None
         try:
             mine, queue = yield from call(enqueue, store, prefix, value, holder)
-            mine = yield from wait_turn(store, prefix, mine, holder, limit, deadline, queue)
+            mine, woke = yield from wait_turn(store, prefix, mine, holder, limit, deadline, queue)
             if holder.alive:
-                return Hold(store, holder, mine)
+                return Hold(store, holder, mine, woke)
             reason = "its lease was lost as its turn came"
         except TicketLost as exc:
             reason = str(exc)
@@ -181,15 +182,17 @@ def wait_turn(
     limit: int,
     deadline: float | None,
     queue: list[KVPair] | None = None,
-) -> Steps[KVPair]:
+) -> Steps[tuple[KVPair, float | None]]:
     """Block until ``mine`` is among the first ``limit`` tickets under ``prefix``; return it as it now is.
 
-    ``queue`` is the list of tickets read with ``mine``'s creation, if any
-    (it saves the first list). Raises ``TimeoutError`` at ``deadline`` and
-    ``TicketLost`` if the ticket vanished. Every wake-up is logged at DEBUG
-    on ``coord.recipes`` with the waiter's key in ``record.coord_waiter``, so
-    tests can count them.
+    Also returns when (store clock) its last wait ended, ``None`` if it did
+    not wait. ``queue`` is the list of tickets read with ``mine``'s creation,
+    if any (it saves the first list). Raises ``TimeoutError`` at ``deadline``
+    and ``TicketLost`` if the ticket vanished. Every wake-up is logged at
+    DEBUG on ``coord.recipes`` with the waiter's key in
+    ``record.coord_waiter``, so tests can count them.
     """
+    woke: float | None = None
     while True:
         if queue is None:
             queue = yield from call(store.list, prefix)
@@ -203,13 +206,14 @@ def wait_turn(
             # A later contender may have listed us while we still waited, and be watching us for
             # that: tell it we moved up. One created after this list sees us holding already.
             behind = len(tickets) > len(ahead) + 1
-            return (yield from call(_touch, store, me, lease)) if limit > 1 and behind else me
+            return ((yield from call(_touch, store, me, lease)) if limit > 1 and behind else me), woke
         if deadline is not None and store.clock.now() >= deadline:
             raise TimeoutError
         if limit > 1 and len(ahead) == limit:
             reason = yield from wait_any_deleted(store, prefix, ahead, lease, deadline)
         else:
             reason = yield from wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
+        woke = store.clock.now()
         log.debug("waiter %s woke: %s", mine.key, reason, extra={"coord_waiter": mine.key})
 
 

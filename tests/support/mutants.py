@@ -47,7 +47,7 @@ def _trusting_wait_turn(
     limit: int,
     deadline: float | None,
     queue: list[KVPair] | None = None,
-) -> Steps[KVPair]:
+) -> Steps[tuple[KVPair, float | None]]:
     """``wait_turn`` that, once its predecessor is gone, assumes its turn has come without listing again.
 
     Wrong when the predecessor was itself a waiter that left (timed out,
@@ -61,11 +61,11 @@ def _trusting_wait_turn(
         raise _waiting.TicketLost(f"ticket {mine.key} is gone")
     ahead = [pair for pair in tickets if pair.created < me.created]
     if len(ahead) < limit:
-        return me
+        return me, None
     if deadline is not None and store.clock.now() >= deadline:
         raise TimeoutError
     yield from _waits.wait_deleted(store, ahead[-1], lease, deadline)
-    return me  # the bug: no second look at who is ahead now
+    return me, store.clock.now()  # the bug: no second look at who is ahead now
 
 
 @contextmanager
