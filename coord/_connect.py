@@ -13,7 +13,7 @@ from ._errors import ConfigurationError
 from ._exit import enroll
 from ._registry import find
 from ._store import Store
-from ._url import parse_url
+from ._url import SECRET_OPTIONS, parse_url
 
 __all__ = ["connect", "default_store", "default_url"]
 
@@ -69,7 +69,8 @@ def connect(url: str | None = None, **options: object) -> Store:
         try:
             merged[name] = parsers[name](text)
         except ValueError as exc:
-            raise ConfigurationError(f"option {name}={text!r} is not valid: {exc}") from exc
+            shown = "***" if name.lower() in SECRET_OPTIONS else repr(text)
+            raise ConfigurationError(f"option {name}={shown} is not valid") from None
     for name, value in options.items():
         if name != "clock":
             _check_known(name, parsers, location.scheme)
