@@ -53,7 +53,7 @@ def imported(path: Path, name: str | None = None) -> set[str]:
 def layer(name: str) -> str:
     """The layer of a module of coord: ``contract``, ``backends/<name>``, ``recipes``, ``testing`` or ``api``."""
     parts = name.split(".")
-    if parts == ["coord"]:
+    if parts in (["coord"], ["coord", "__main__"]):  # the package's entry points: its API, `python -m coord`
         return "api"
     if len(parts) == 2 and parts[1].startswith("_"):
         return "contract"
@@ -82,6 +82,7 @@ ALLOWED = {
     "testing": {"contract", "testing", "recipes", "api"},
     "backends": {"contract"},
     "bench": {"api", "contract", "recipes", "testing", "bench"},
+    "cli": {"api", "contract", "recipes", "testing", "bench", "cli"},
 }
 
 
