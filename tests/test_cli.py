@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,7 +59,7 @@ def start(children: Children, url: str, *args: str) -> Child:
     return children.start(["-m", "coord", "--url", url, *args])
 
 
-def json_lines(data: bytes) -> list[dict[str, object]]:
+def json_lines(data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
 
 
@@ -168,7 +169,7 @@ def test_two_lock_invocations_exclude_each_other(process_url: str, children: Chi
         )
         for run in runs
     )
-    (start1, end1, token1), (start2, end2, token2) = spans
+    (_start1, end1, token1), (start2, _end2, token2) = spans
     assert end1 <= start2, f"the two holders overlapped: {spans}"
     assert token2 > token1  # fencing tokens increase from holder to holder
 
@@ -288,10 +289,10 @@ def test_doctor_measures_a_reachable_store(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     [report] = json_lines(done.stdout)
     assert report["reachable"] and report["backend"] == "sqlite"
-    assert report["round_trip_ms"]["read_median"] >= 0  # type: ignore[index]
-    assert 0 <= report["lease_expiry_delay_ms"] < 1000  # type: ignore[operator]
+    assert report["round_trip_ms"]["read_median"] >= 0
+    assert 0 <= report["lease_expiry_delay_ms"] < 1000
     failover = report["failover_ms"]
-    assert failover["sigkill"] < 1000 + 1000 and failover["resign"] < 1000  # type: ignore[index]
+    assert failover["sigkill"] < 1000 + 1000 and failover["resign"] < 1000
     assert "sqlite" in str(report["guarantees"]) or "host" in str(report["guarantees"])
 
 
@@ -300,8 +301,8 @@ def test_doctor_on_a_server_measures_its_clock_skew(server_url: str) -> None:
     assert done.returncode == 0, done.stderr
     [report] = json_lines(done.stdout)
     skew = report["clock_skew"]
-    assert "offset_ms" in skew, skew  # type: ignore[operator]
-    assert abs(skew["offset_ms"]) < 2000  # type: ignore[index]  # the servers run on this host
+    assert "offset_ms" in skew, skew
+    assert abs(skew["offset_ms"]) < 2000  # the servers run on this host
 
 
 def test_doctor_exits_4_for_an_unreachable_store() -> None:
