@@ -18,11 +18,8 @@ far off it may be: half the round trip that bracketed the reading).
 
 from __future__ import annotations
 
-import email.utils
 import socket
-import ssl
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +60,8 @@ def _bracket(read: Callable[[], float], tries: int = 5) -> tuple[float, float]:
 
 
 def _redis(url: str, timeout: float) -> Skew:
+    import ssl
+
     parts = urlsplit(url)
     raw = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout)
     with raw, (ssl.create_default_context().wrap_socket(raw, server_hostname=parts.hostname)
@@ -95,6 +94,9 @@ def _reply(readline: Callable[[], bytes]) -> list[bytes]:
 
 
 def _etcd(url: str, timeout: float) -> Skew:
+    import email.utils
+    import urllib.request
+
     host, _, port = urlsplit(url).netloc.rsplit("@", 1)[-1].split(",")[0].rpartition(":")
     endpoint = f"http://{host or '127.0.0.1'}:{port or 2379}/version"
 
