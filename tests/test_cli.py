@@ -316,7 +316,6 @@ def test_doctor_exits_4_for_an_unreachable_store() -> None:
 
 
 def test_bench_runs_the_harness_and_writes_json_and_png(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     done = coord(None, "--json", "bench", "lock_uncontended", "--quick", "--store", f"sqlite://{tmp_path / 'b.db'}",
                  "--out", str(out), timeout=120)  # fmt: skip
