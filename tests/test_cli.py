@@ -20,8 +20,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support import ROOT, Child, Children
 
 TTL = 2.0  # etcd's minimum on the test server
