@@ -54,7 +54,7 @@ def imported(path: Path, name: str | None = None) -> set[str]:
 def layer(name: str) -> str:
     """The layer of a module of coord: ``contract``, ``backends/<name>``, ``recipes``, ``testing`` or ``api``."""
     parts = name.split(".")
-    if parts == ["coord"]:
+    if parts in (["coord"], ["coord", "__main__"]):  # the package's entry points: its API, `python -m coord`
         return "api"
     if len(parts) == 2 and parts[1].startswith("_"):
         return "contract"
@@ -84,6 +84,7 @@ ALLOWED = {
     "backends": {"contract"},
     "bench": {"api", "contract", "recipes", "testing", "bench"},
     "aio": {"contract", "recipes", "aio"},
+    "cli": {"api", "contract", "recipes", "testing", "bench", "cli"},
 }
 
 
