@@ -7,33 +7,44 @@ A URL may carry secrets (``redis://user:password@host``, ``?token=...``):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["SECRET_OPTIONS", "Location", "mask", "parse_url"]
+__all__ = ["SECRET_OPTIONS", "Location", "is_secret", "mask", "mask_text", "parse_url"]
 
 #: Schemes whose "host" part is a file path or a name, not a list of servers.
 _LOCAL_SCHEMES = frozenset({"sqlite", "memory"})
-#: Query-string options whose values are secrets.
-SECRET_OPTIONS = frozenset({"password", "token", "secret", "key_password", "auth"})
+#: Query-string options whose values are secrets: any whose name contains one of these.
+SECRET_OPTIONS = ("password", "passwd", "token", "secret", "credential", "auth")
 _MASK = "***"
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"]+")
+
+
+def is_secret(option: str) -> bool:
+    """Whether the query-string option ``option`` holds a secret."""
+    return any(word in option.lower() for word in SECRET_OPTIONS)
 
 
 def mask(url: str) -> str:
-    """``url`` with its password and every secret option replaced by ``***`` (safe to show)."""
+    """``url`` with its password and every secret option replaced by ``***`` (safe to show).
+
+    A user part without a password (``redis://TOKEN@host``) is masked whole:
+    some services take a token there.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return _MASK  # unparseable: it could be anything
+        return _MASK  # unparseable: it could hide a secret anywhere
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hosts = netloc.rpartition("@")
         user, colon, _password = userinfo.partition(":")
-        netloc = f"{user}{':' + _MASK if colon else ''}@{hosts}"
+        netloc = f"{user}:{_MASK}@{hosts}" if colon else f"{_MASK}@{hosts}"
     query = "&".join(
-        f"{name}={_MASK if name.lower() in SECRET_OPTIONS else value}" if eq else name
+        f"{name}={_MASK if is_secret(name) else value}" if eq else name
         for name, eq, value in (item.partition("=") for item in parts.query.split("&") if item)
     )
     shown = (
@@ -42,6 +53,11 @@ def mask(url: str) -> str:
         else urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     )
     return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def mask_text(text: str) -> str:
+    """``text`` (an error message, say) with every URL in it masked."""
+    return _URL_IN_TEXT.sub(lambda match: mask(match.group(0)), text)
 
 
 @dataclass(frozen=True)
