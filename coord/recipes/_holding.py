@@ -17,6 +17,7 @@ A holder holds through a key bound to a lease, one holding at a time:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -99,12 +100,18 @@ class Holding(Generic[OwnerT]):
     def lost(self) -> threading.Event:
         return self._lost
 
-    def on_lost(self, callback: Callable[[OwnerT], Any]) -> None:
+    def on_lost(self, callback: Callable[[OwnerT], Any]) -> Callable[[], None]:
+        """Add ``callback``; returns a function that removes it."""
         with self._lock:
             self._callbacks.append(callback)
             late = self._reported is not None and self._reported is self._lost
         if late:  # the current holding was lost before this callback came: tell it too
             callback(self._owner)
+        return lambda: self._forget(callback)
+
+    def _forget(self, callback: Callable[[OwnerT], Any]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     def _gone(self, lost: _Lost, store: Store) -> None:
         """The guard found the key gone: this holding is over (told on the callbacks lane)."""

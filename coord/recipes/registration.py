@@ -13,7 +13,6 @@ lease of the caller's cannot outlive that lease: it does not register again.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -259,6 +258,8 @@ def registered_service(
 
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                import asyncio  # here: most programs never need it, and it is slow to import
+
                 registration = await asyncio.to_thread(
                     register, service, address=address, metadata=metadata, ttl=ttl, store=store, lease=lease
                 )
