@@ -140,4 +140,9 @@ def _zookeeper(url: str, timeout: float) -> Skew:
     return Skew(offset, error, "ZooKeeper znode ctime")
 
 
-_PROBES: dict[str, Callable[[str, float], Skew]] = {"redis": _redis, "etcd": _etcd, "zookeeper": _zookeeper}
+_PROBES: dict[str, Callable[[str, float], Skew]] = {
+    "redis": _redis,
+    "etcd": _etcd,
+    "etcd2": _etcd,  # the same server and HTTP port: etcd v2 is its HTTP API
+    "zookeeper": _zookeeper,
+}

@@ -103,7 +103,7 @@ class Boundary:
 
     def lane(self) -> Lane:
         """Connections of their own, for a thread that holds a request open for long."""
-        return Lane(self.members)
+        return self.members.lane()
 
     def close(self) -> None:
         self.shut = True
@@ -137,7 +137,10 @@ class Boundary:
         if params:
             url += "?" + params
         pool = self.members.pool(number) if lane is None else lane.pool(number)
-        timeout = urllib3.Timeout(connect=self.attempt_timeout, read=read_timeout or self.attempt_timeout)
+        # A long poll's headers come at once (etcd flushes them as it registers the watch): only its
+        # body may take ``read_timeout``, so a connection that went silent is given up within an attempt.
+        timeout = urllib3.Timeout(connect=self.attempt_timeout, read=self.attempt_timeout)
+        sent = self.members.now()
         try:
             response = pool.urlopen(
                 method,
@@ -147,15 +150,18 @@ class Boundary:
                 timeout=timeout,
                 preload_content=lane is None,
             )
-            data = response.data if lane is None else self._wait(lane, response)
+            data = response.data if lane is None else self._wait(lane, number, sent, response, read_timeout)
         except (HTTPError, OSError) as exc:
             raise self._failed(number, exc, lane) from exc
         return self._answer(number, response.status, response.headers, data)
 
     @staticmethod
-    def _wait(lane: Lane, response: Any) -> bytes:
-        """The body of a long poll: ``Idle`` if none came within its read timeout."""
-        lane.reading(response)
+    def _wait(lane: Lane, number: int, sent: float, response: Any, read_timeout: float | None) -> bytes:
+        """The body of a long poll from member ``number``: ``Idle`` if none came within ``read_timeout``."""
+        lane.reading(response, number, sent)
+        sock = getattr(response.connection, "sock", None)
+        if sock is not None and read_timeout is not None:
+            sock.settimeout(read_timeout)
         try:
             data: bytes = response.read()
         except ReadTimeoutError as exc:
@@ -165,12 +171,16 @@ class Boundary:
         finally:
             lane.reading(None)
             response.release_conn()
+        if lane.aborted:  # what was read may be cut short: ask again, from the same index, elsewhere
+            raise Transient("the long poll was broken off: its member failed")
         return data
 
     def _failed(self, number: int, exc: Exception, lane: Lane | None) -> Exception:
         """What a request that failed in urllib3 or the socket raises."""
         if lane is not None and lane.closed:
             return Interrupted()
+        if lane is not None and lane.aborted:  # broken off because another request found the member failed
+            return Transient(f"{self.members.name(number)}: given up, the member failed")
         if isinstance(exc, SSLError) and _refused_identity(exc):
             return ConfigurationError(f"{self.describe()}: TLS refused: {_detail(exc)}", backend=BACKEND)
         self.members.failed(number)

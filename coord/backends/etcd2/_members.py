@@ -4,7 +4,9 @@ Every request is HTTP/1.1 on a kept-alive connection (urllib3): the Store's
 requests share one pool per member, and each long poll (a watch) holds a
 connection of its own, a ``Lane``, so it never takes one from the pool and
 can be interrupted when its watch closes. A member that failed is passed
-over for a second when there are others, so a retry goes to the next one.
+over for a second when there are others, so a retry goes to the next one;
+the long polls then reading from it are broken off, so the watches move to
+another member at once rather than wait on a connection that may be dead.
 TLS (``etcd2s://``, or a CA, client certificate and key) verifies the
 members' certificates and host names; a user and password go in a basic
 authentication header, never in a URL or a message.
@@ -16,6 +18,7 @@ import contextlib
 import math
 import socket
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +73,8 @@ class Members:
         self._pause = _PAUSE if len(hosts) > 1 else 0.0
         self._current = 0
         self._pools = [self.new_pool(number, _POOL_SIZE) for number in range(len(hosts))]
+        self._lanes: weakref.WeakSet[Lane] = weakref.WeakSet()
+        self._lanes_lock = threading.Lock()
 
     def describe(self) -> str:
         """The URL, with the password masked."""
@@ -96,7 +101,28 @@ class Members:
         return self._current
 
     def failed(self, number: int) -> None:
+        """A request to member ``number`` failed: pass it over, and break off the long polls reading from it."""
         self._failed_at[number] = self._clock.now()
+        if len(self.hosts) == 1:
+            return  # nowhere else to go: a long poll on a dead connection fails by itself, or times out
+        with self._lanes_lock:
+            lanes = list(self._lanes)
+        for lane in lanes:
+            lane.abort(number)
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def failed_since(self, number: int, moment: float) -> bool:
+        """Whether a request to member ``number`` failed at ``moment`` or later (when there are others to go to)."""
+        return len(self.hosts) > 1 and self._failed_at[number] >= moment
+
+    def lane(self) -> Lane:
+        """Connections of their own, for a thread that holds a request open for long."""
+        lane = Lane(self)
+        with self._lanes_lock:
+            self._lanes.add(lane)
+        return lane
 
     def pool(self, number: int) -> urllib3.HTTPConnectionPool:
         return self._pools[number]
@@ -135,7 +161,9 @@ class Lane:
         self._pools: dict[int, urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
         self._response: Any = None
+        self._number = -1  # the member ``_response`` comes from
         self.closed = False
+        self.aborted = False  # its last read was broken off by ``abort``
 
     def pool(self, number: int) -> urllib3.HTTPConnectionPool:
         with self._lock:
@@ -145,12 +173,26 @@ class Lane:
                 self._pools[number] = self._members.new_pool(number, 1)
             return self._pools[number]
 
-    def reading(self, response: Any) -> None:
-        """``response`` is being read (None: no longer): ``close`` interrupts it."""
+    def reading(self, response: Any, number: int = -1, sent: float = math.inf) -> None:
+        """``response`` from member ``number``, asked for at ``sent``, is being read (None: no longer).
+
+        ``close`` interrupts it, and so does ``abort``; if the member failed
+        since ``sent``, it is broken off at once (the abort came too early).
+        """
         with self._lock:
-            self._response = response
-            closed = self.closed
-        if closed and response is not None:
+            self._response, self._number = response, number
+            if response is not None:
+                self.aborted = self._members.failed_since(number, sent)
+            closed, aborted = self.closed, self.aborted
+        if (closed or aborted) and response is not None:
+            _shutdown(response)
+
+    def abort(self, number: int) -> None:
+        """Break off the response being read if it comes from member ``number`` (its reader sees a failure)."""
+        with self._lock:
+            response = self._response if self._number == number else None
+            self.aborted = self.aborted or response is not None
+        if response is not None:
             _shutdown(response)
 
     def close(self) -> None:

@@ -174,6 +174,7 @@ class Watches:
         else:
             changed = sorted((p for p in current.values() if p.revision >= feed.next), key=lambda p: p.revision)
             gone = sorted(feed.seen.keys() - current.keys())
+            feed.watch.resynced()
         for pair in changed:
             feed.watch.emit(Event("put", pair.key, pair.value, pair.revision))
         for key in gone:
