@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "coord"
 PROGRAMS = sorted((ROOT / "recipes").glob("*.py"))
 #: The client libraries only backends may import (their extras' top-level packages).
-CLIENT_LIBRARIES = {"sqlite3", "kazoo", "pyetcd", "etcd3", "grpc", "redis", "consul"}
+CLIENT_LIBRARIES = {"sqlite3", "kazoo", "pyetcd", "etcd3", "grpc", "redis", "consul", "urllib3"}
 
 
 def module_name(path: Path) -> str:
