@@ -27,7 +27,7 @@ from ..._errors import KeyModified, KeyNotFound
 from ..._store import check_revision
 from ..._types import KVPair
 from ._boundary import COMPARE_FAILED, KEY_NOT_FOUND, NODE_EXISTS, Boundary, EtcdError, Transient
-from ._layout import Layout, Stored, decode, encode, new_nonce
+from ._layout import Layout, Stored, decode, encode, new_nonce, pair_of
 from ._leases import delete_at, whole_seconds
 
 __all__ = ["Keys"]
@@ -71,7 +71,7 @@ class Keys:
                 return []
             raise
         found = ((self._layout.key(node["key"]), node) for node in self._layout.files(body["node"]))
-        return [decode(key, node).pair for key, node in found if key is not None]
+        return [pair_of(key, node) for key, node in found if key is not None]
 
     def siblings(self, parent: str) -> list[KVPair]:
         """Every key directly in the directory ``parent`` (the keys ``parent/<name>``), leftovers included. One request."""
@@ -83,13 +83,13 @@ class Keys:
             raise
         nodes = body["node"].get("nodes") or () if body["node"].get("dir") else ()
         found = ((self._layout.key(node["key"]), node) for node in nodes if not node.get("dir"))
-        return [decode(key, node).pair for key, node in found if key is not None]
+        return [pair_of(key, node) for key, node in found if key is not None]
 
     def leftover(self, node: dict[str, Any] | None, key: str) -> bool:
         """Whether ``node`` (a ``prevNode``) was bound to a lease that is gone."""
         if node is None or node.get("dir"):
             return False
-        lease = decode(key, node).pair.lease
+        lease = pair_of(key, node).lease
         return lease is not None and not self._alive(lease)
 
     # -- writes -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from urllib.parse import unquote
 
 from ..._types import KVPair
 
-__all__ = ["Layout", "Stored", "decode", "encode", "new_nonce"]
+__all__ = ["Layout", "Stored", "decode", "encode", "new_nonce", "pair_of"]
 
 _HEADER = re.compile(r"c([tb])([0-9a-f]{16})(\d*):")
 
@@ -56,6 +56,7 @@ class Layout:
     def __init__(self, root: str) -> None:
         self.root = root
         self.kv = f"{root}/kv"
+        self._kv_slash = self.kv + "/"
         self.leases = f"{root}/leases"
 
     def dir(self, prefix: str) -> str:
@@ -69,12 +70,13 @@ class Layout:
 
     def key(self, path: str) -> str | None:
         """The key whose file is ``path``; None for anything else (a directory, a file of another program)."""
-        if not path.startswith(self.kv + "/"):
+        if not path.startswith(self._kv_slash):
             return None
-        *dirs, name = path[len(self.kv) + 1 :].split("/")
+        head, _, name = path[len(self._kv_slash) :].rpartition("/")
         if not name.startswith("="):
             return None
-        return "/".join(unquote(segment) for segment in [*dirs, name[1:]])
+        # "/" is never escaped in a name, so unquoting the whole key unquotes each segment.
+        return unquote(f"{head}/{name[1:]}" if head else name[1:])
 
     def lease_path(self, lease: int) -> str:
         return f"{self.leases}/{lease:020d}"
@@ -120,19 +122,27 @@ def _unbase64(text: str) -> bytes:
 
 
 def decode(key: str, node: dict[str, Any]) -> Stored:
-    """The pair a key's file ``node`` (from etcd's JSON) holds."""
-    text = node.get("value") or ""
+    """The pair a key's file ``node`` (from etcd's JSON) holds, and the nonce of the write that made it."""
+    value, nonce, lease = _parse(node.get("value") or "")
+    return Stored(KVPair(key, value, int(node["modifiedIndex"]), int(node["createdIndex"]), lease), nonce)
+
+
+def pair_of(key: str, node: dict[str, Any]) -> KVPair:
+    """The pair a key's file ``node`` holds (``decode`` without the nonce, for listings and events)."""
+    value, _, lease = _parse(node.get("value") or "")
+    return KVPair(key, value, int(node["modifiedIndex"]), int(node["createdIndex"]), lease)
+
+
+def _parse(text: str) -> tuple[bytes, str, int | None]:
+    """A value string's value, nonce and lease."""
     header = _HEADER.match(text)
-    nonce, lease = "", None
-    if header is None:
-        value = text.encode("utf-8", "surrogatepass")
-    else:
+    if header is not None:
         encoding, nonce, lease_text = header.groups()
         payload = text[header.end() :]
-        lease = int(lease_text) if lease_text else None
         try:
             value = payload.encode("utf-8") if encoding == "t" else _unbase64(payload)
         except ValueError:  # not ours after all: some other program's text
-            value, nonce, lease = text.encode("utf-8", "surrogatepass"), "", None
-    pair = KVPair(key, value, int(node["modifiedIndex"]), int(node["createdIndex"]), lease)
-    return Stored(pair, nonce)
+            pass
+        else:
+            return value, nonce, int(lease_text) if lease_text else None
+    return text.encode("utf-8", "surrogatepass"), "", None

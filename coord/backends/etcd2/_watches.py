@@ -41,7 +41,7 @@ from ..._types import Event, KVPair
 from ..._watch import WatchFeed
 from ._boundary import BACKEND, INDEX_CLEARED, KEY_NOT_FOUND, Boundary, EtcdError, Idle, Interrupted, Lane, Transient
 from ._expiry import Expiries
-from ._layout import Layout, decode
+from ._layout import Layout, pair_of
 from ._liveness import POLL
 
 __all__ = ["Watches"]
@@ -166,7 +166,7 @@ class Watches:
             if exc.code != KEY_NOT_FOUND:
                 raise
             nodes, index = [], exc.index
-        found = [decode(key, node).pair for node in nodes if (key := self._layout.key(node["key"])) is not None]
+        found = [pair_of(key, node) for node in nodes if (key := self._layout.key(node["key"])) is not None]
         found = [pair for pair in found if matches(pair.key, feed.key, feed.tree)]
         current = {pair.key: pair for pair in self._live(found)}
         if feed.fresh:
@@ -258,7 +258,7 @@ class Watches:
                 return
             feed.watch.emit(Event("delete", key, None, index))
             return
-        pair = decode(key, node).pair
+        pair = pair_of(key, node)
         feed.seen[key] = (pair.revision, pair.lease)
         feed.hidden.discard(key)
         feed.watch.emit(Event("put", key, pair.value, pair.revision))
