@@ -31,6 +31,7 @@ LOCK_PEERS: dict[str, dict[str, str]] = {
     "redis": {"redis-py Lock": "redis", "tooz redis": "tooz"},
     "zookeeper": {"kazoo Lock": "kazoo", "tooz zookeeper": "tooz"},
     "etcd": {"pyetcd lock": "pyetcd"},
+    "etcd2": {},  # no peer speaks etcd's v2 API (tooz dropped its v2 driver)
     "sqlite": {"tooz file": "tooz"},
     "memory": {},
 }
