@@ -86,9 +86,10 @@ class Gate:
         except sqlite3.OperationalError as exc:
             if not is_busy(exc):
                 raise
-        return self._wait(statement)
+        return self.wait(statement)
 
-    def _wait(self, statement: Callable[[], T]) -> T:
+    def wait(self, statement: Callable[[], T]) -> T:
+        """Try ``statement`` again until it finds the file free, waking at each COMMIT; after a busy first try."""
         deadline = _host.now() + self._timeout
         inotify = self._listen()
         while True:

@@ -60,12 +60,15 @@ def bucket(key: str) -> int:
 
 def _buckets_of(keys: Iterable[str]) -> set[int]:
     """Buckets to touch for changes of ``keys``: each key's, and each ancestor's (tree watches listen there)."""
-    found = {bucket("")}
+    found = {_ROOT}
     for key in keys:
         while key:
             found.add(bucket(key))
             key = key.rpartition("/")[0]
     return found
+
+
+_ROOT = bucket("")
 
 
 class Files:
@@ -78,9 +81,7 @@ class Files:
         self.gate = str(self.dir / "gate")
         for folder in (self.wake, self.owners):
             folder.mkdir(parents=True, exist_ok=True)
-        if not os.path.exists(self.gate):
-            with open(self.gate, "a"):
-                pass
+        self._gate_fd = os.open(self.gate, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         self._wake = [str(self.wake / f"{number:02x}") for number in range(BUCKETS)]
 
     def bucket_path(self, number: int) -> str:
@@ -91,13 +92,27 @@ class Files:
                 pass
         return path
 
-    def committed(self, keys: Iterable[str]) -> None:
-        """After a COMMIT: wake the writers waiting for the lock, then the listeners of the keys changed."""
+    def committed(self, keys: list[str], listened: bytes) -> None:
+        """After a COMMIT: wake the writers waiting for the lock, then the listeners of the keys changed.
+
+        ``listened`` marks the buckets some process ever listened to (the
+        state row's bits, read in the same transaction): the others have no
+        listener, so they cost nothing. A listener marks its bucket in a write
+        before it reads where its watch starts, so a commit it did not see
+        sees its mark.
+        """
         with contextlib.suppress(OSError):
-            os.utime(self.gate)
-        for number in _buckets_of(keys) if keys else ():
-            with contextlib.suppress(OSError):  # nobody ever listened: no file
-                os.utime(self._wake[number])
+            os.utime(self._gate_fd)
+        if keys:
+            for number in _buckets_of(keys):
+                if listened[number >> 3] & (1 << (number & 7)):
+                    with contextlib.suppress(OSError):
+                        os.utime(self._wake[number])
+
+    def close(self) -> None:
+        fd, self._gate_fd = self._gate_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class Owner:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from ..._clock import Clock
 from ..._errors import ConfigurationError, NotSupported, StoreUnavailable
@@ -26,7 +25,7 @@ from ._files import Files, Owner
 from ._inotify import Inotify
 from ._schema import open_database
 from ._watcher import Watcher
-from ._writes import Limits, Write
+from ._writes import Limits, Write, listening
 
 __all__ = ["HISTORY", "HISTORY_BYTES", "SQLiteStore"]
 
@@ -39,6 +38,8 @@ POLL_INTERVAL_UNWOKEN = 0.005
 POLL_BOUNDS = (0.001, 60.0)
 #: Revisions are SQLite integers.
 MAX_REVISION = 2**63 - 1
+
+T = TypeVar("T")
 
 
 class SQLiteStore(Store):
@@ -107,10 +108,9 @@ class SQLiteStore(Store):
             self._db = self._open()
         return self._db
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Write]:
-        with self._lock, self._here().write() as write:
-            yield write
+    def _write(self, fn: Callable[[Write], T]) -> T:
+        with self._lock:
+            return self._here().write(fn)
 
     def _read(self, fn: Callable[..., object], *args: object) -> object:
         with self._lock:
@@ -132,36 +132,39 @@ class SQLiteStore(Store):
         return pairs
 
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
-        with self._write() as write:
-            return write.put(key, value, ttl, None if lease is None else lease.id)
+        return self._write(lambda write: write.put(key, value, ttl, None if lease is None else lease.id))
 
     def _delete(self, key: str) -> bool:
-        with self._write() as write:
-            return write.remove(key)
+        return self._write(lambda write: write.remove(key))
 
     def _delete_tree(self, prefix: str) -> None:
-        with self._write() as write:
-            write.remove_all(_reads.keys_under(write.db, prefix))
+        self._write(lambda write: write.remove_all(_reads.keys_under(write.db, prefix)))
 
     def _atomic_put(
         self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
     ) -> KVPair:
-        with self._write() as write:
+        def run(write: Write) -> KVPair:
             write.check(key, revision)
             return write.put(key, value, ttl, None if lease is None else lease.id)
 
+        return self._write(run)
+
     def _atomic_delete(self, key: str, revision: int) -> None:
-        with self._write() as write:
+        def run(write: Write) -> None:
             write.check(key, revision)
             write.remove(key)
 
+        self._write(run)
+
     def _transaction(self, ops: list[Op]) -> list[object]:
-        with self._write() as write:
+        def run(write: Write) -> list[object]:
             for op in ops:
                 if op.conditional:
                     with labelled(op.key):
                         write.check(op.key, op.expect)
             return [_apply(write, op) for op in ops]
+
+        return self._write(run)
 
     # -- leases: a lease belongs to the process that granted it ---------------
 
@@ -171,26 +174,27 @@ class SQLiteStore(Store):
                 owner = self._owner.ensure()
             except OSError as exc:
                 raise StoreUnavailable(f"cannot create a lock file in {self._files.owners}: {exc}") from exc
-            with self._write() as write:
-                return write.grant(ttl, owner), ttl
+            return self._write(lambda write: write.grant(ttl, owner)), ttl
 
     def _lease_keepalive(self, lease: Lease) -> bool:
-        with self._write() as write:
-            return write.renew(lease.id, lease.ttl)
+        return self._write(lambda write: write.renew(lease.id, lease.ttl))
 
     def _lease_revoke(self, lease: Lease) -> None:
-        with self._write() as write:
-            write.revoke(lease.id)
+        self._write(lambda write: write.revoke(lease.id))
 
     # -- watches --------------------------------------------------------------
 
     def _watch(self, feed: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         with self._lock:
             watcher = self._watching()
-            watcher.listen(key)  # before reading where the watch starts: no commit after the read goes unheard
-            with self._here().snapshot() as db:
-                revision, compacted = db.execute("SELECT revision, compacted FROM state").fetchone()
-                rows = _reads.current(db, key, tree, _host.now())
+            # Listen before reading where the watch starts, so that no commit after that read goes unheard.
+            number = watcher.listen(key)
+            db = self._here()
+            if number is not None and not listening(db.listened, number):
+                db.write(lambda write: write.listen(number))
+            with db.snapshot() as conn:
+                revision, compacted = conn.execute("SELECT revision, compacted FROM state").fetchone()
+                rows = _reads.current(conn, key, tree, _host.now())
             if start_revision is None or start_revision <= compacted:
                 for name, value, rev in sorted(rows):
                     feed.emit(Event("put", name, value, rev))
@@ -224,6 +228,7 @@ class SQLiteStore(Store):
                 self._db.close()
                 self._db = None
             self._owner.release()
+            self._files.close()
         _STORES.discard(self)
 
     def _forked(self) -> None:
@@ -241,7 +246,7 @@ class SQLiteStore(Store):
         if feeds and not self.closed:
             fresh = self._watching()
             for feed, key, tree, present in feeds:
-                fresh.listen(key)
+                fresh.listen(key)  # marked in the file already: the parent listened to the same buckets
                 fresh.add(feed, key, tree, present)
             fresh.poke()
 

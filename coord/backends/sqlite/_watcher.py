@@ -25,6 +25,7 @@ had delivered that is gone, so it never silently skips a delete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -40,6 +41,7 @@ from . import _host, _reads
 from ._db import Db
 from ._files import Files, bucket
 from ._inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_Q_OVERFLOW, Inotify
+from ._writes import Write
 
 __all__ = ["SWEEP", "Watcher"]
 
@@ -101,10 +103,14 @@ class Watcher:
 
     # -- the Store's side -----------------------------------------------------
 
-    def listen(self, key: str) -> None:
-        """Listen to the bucket of ``key`` (a key, or a tree watch's prefix): before reading where a watch starts."""
+    def listen(self, key: str) -> int | None:
+        """Listen to the bucket of ``key`` (a key, or a tree watch's prefix): before reading where a watch starts.
+
+        Returns the bucket's number, which the caller marks in the file (``Write.listen``) so that writers
+        touch it; ``None`` without inotify.
+        """
         if self._inotify is None:
-            return
+            return None
         number = bucket(key)
         with self._lock:
             entry = self._buckets.get(number)
@@ -113,6 +119,7 @@ class Watcher:
                 self._buckets[number] = [wd, 1]
             else:
                 entry[1] += 1
+        return number
 
     def add(self, feed: WatchFeed, key: str, tree: bool, present: set[str]) -> None:
         with self._lock:
@@ -226,16 +233,13 @@ class Watcher:
         for name in sorted(names):
             if name == self._me():
                 continue
-            with db.write() as write:
-                write.reap_owner_if_dead(name)
-                wrote = wrote or bool(write.changed)
+            wrote = db.write(functools.partial(_reap_owner, name)) or wrote
         return wrote
 
     def _reap_expired(self, db: Db, now: float) -> bool:
         if db.read("SELECT next_expiry FROM state")[0][0] > now:
             return False
-        with db.write() as write:  # a write reaps what is due before anything else
-            return bool(write.changed)
+        return db.write(lambda write: bool(write.changed))  # a write reaps what is due before anything else
 
     def _deliver(self, db: Db) -> float:
         """Hand every watch the changes after its revision; the earliest deadline in the file (a lower bound)."""
@@ -277,6 +281,10 @@ class Watcher:
                     watched.note(event)
         for feed, _ in live:
             feed.revision = max(feed.revision, revision)
+
+
+def _reap_owner(name: str, write: Write) -> bool:
+    return write.reap_owner_if_dead(name) and bool(write.changed)
 
 
 def _resync(conn: sqlite3.Connection, feed: WatchFeed, watched: _Watched, revision: int) -> None:

@@ -25,7 +25,7 @@ from ..._store import check_revision
 from ..._types import KVPair
 from ._files import probe
 
-__all__ = ["NEVER", "Limits", "Write"]
+__all__ = ["NEVER", "Limits", "Write", "listening"]
 
 #: ``next_expiry`` when nothing has a deadline.
 NEVER = 1e300
@@ -34,14 +34,22 @@ _ROW_BYTES = 48
 #: Free pages kept for reuse when the log is trimmed; beyond these the file shrinks (incremental vacuum).
 _KEEP_FREE_PAGES = 1024
 
-_STATE = "SELECT revision, compacted, logged, trimmed, next_expiry FROM state"
-_SAVE = "UPDATE state SET revision = ?, compacted = ?, logged = ?, trimmed = ?, next_expiry = ?, clock = max(clock, ?)"
+_STATE = "SELECT revision, compacted, logged, trimmed, next_expiry, listened FROM state"
+_SAVE = (
+    "UPDATE state SET revision = ?, compacted = ?, logged = ?, trimmed = ?, next_expiry = ?, listened = ?,"
+    " clock = max(clock, ?)"
+)
 _LOG = "INSERT INTO changes VALUES (?, ?, ?, ?, ?)"
 _UPSERT = (
     "INSERT INTO kv VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
     " revision = excluded.revision, lease = excluded.lease, expires = excluded.expires RETURNING created"
 )
 _NEXT_EXPIRY = "SELECT min(e) FROM (SELECT min(expires) AS e FROM leases UNION ALL SELECT min(expires) FROM kv)"
+
+
+def listening(marks: bytes, number: int) -> bool:
+    """Whether bucket ``number`` is marked in the state row's ``listened`` bits."""
+    return bool(marks[number >> 3] & (1 << (number & 7)))
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,8 @@ class Write:
     """The inside of one write transaction (see the module docstring)."""
 
     __slots__ = (
-        "_limits", "_me", "_owners", "_saved", "changed", "compacted", "db", "logged", "next_expiry", "now",
-        "revision", "trimmed",
+        "_limits", "_me", "_owners", "_saved", "changed", "compacted", "db", "listened", "logged", "next_expiry",
+        "now", "revision", "trimmed",
     )  # fmt: skip
 
     def __init__(self, db: sqlite3.Connection, limits: Limits, now: float, owners: Path, me: str | None) -> None:
@@ -75,8 +83,9 @@ class Write:
         self._limits = limits
         self._owners = owners
         self._me = me
-        self.revision, self.compacted, self.logged, self.trimmed, self.next_expiry = db.execute(_STATE).fetchone()
-        self._saved = (self.revision, self.next_expiry)
+        state = db.execute(_STATE).fetchone()
+        self.revision, self.compacted, self.logged, self.trimmed, self.next_expiry, self.listened = state
+        self._saved = (self.revision, self.next_expiry, self.listened)
         self.changed: list[str] = []
         if self.next_expiry <= now:
             self.reap_expired()
@@ -190,11 +199,18 @@ class Write:
         self.drop_leases(ids, keys)
         self.next_expiry = NEVER
 
+    def listen(self, number: int) -> None:
+        """Note that some process listens to wake-up bucket ``number`` from now on (writers will touch it)."""
+        if not listening(self.listened, number):
+            marks = bytearray(self.listened)
+            marks[number >> 3] |= 1 << (number & 7)
+            self.listened = bytes(marks)
+
     # -- the end --------------------------------------------------------------
 
     def finish(self) -> None:
         """Trim the log if it outgrew its bounds; save the state row if anything changed."""
-        if self.revision == self._saved[0] and self.next_expiry == self._saved[1]:
+        if (self.revision, self.next_expiry, self.listened) == self._saved:
             return
         limits = self._limits
         if (
@@ -202,7 +218,10 @@ class Write:
             or self.logged - self.trimmed > limits.history_bytes + limits.byte_slack
         ):
             self._trim()
-        self.db.execute(_SAVE, (self.revision, self.compacted, self.logged, self.trimmed, self.next_expiry, self.now))
+        self.db.execute(
+            _SAVE,
+            (self.revision, self.compacted, self.logged, self.trimmed, self.next_expiry, self.listened, self.now),
+        )
 
     def _trim(self) -> None:
         """Drop the oldest changes beyond both bounds, and give the space back past a reserve."""
