@@ -64,6 +64,7 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
         raise ConfigurationError(f"cannot open {path}: {exc}") from exc
     try:
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _db.CHECKPOINT_EVERY
         conn.execute("PRAGMA journal_size_limit=4194304")  # the WAL shrinks back to 4 MiB after a burst
     except sqlite3.Error as exc:
         conn.close()

@@ -24,6 +24,11 @@ __all__ = ["Db", "abandon"]
 
 T = TypeVar("T")
 
+#: The writer whose commit crosses a multiple of this many revisions checkpoints the WAL (about
+#: 1 MiB of it). SQLite's own automatic checkpoint is off: it runs inside COMMIT, so the
+#: committing writer would wake the watches of its changes only after an fsync or two.
+CHECKPOINT_EVERY = 256
+
 # Connections a forked child inherited: never used, never closed (closing one may touch the
 # parent's locks and WAL; SQLite says not to carry a connection across fork()).
 _ABANDONED: list[sqlite3.Connection] = []
@@ -76,7 +81,14 @@ class Db:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
         self.listened = write.listened
         self._files.committed(write.changed, write.listened)
+        if write.revision // CHECKPOINT_EVERY != write.started // CHECKPOINT_EVERY:
+            self._checkpoint()
         return result
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database, without waiting for anyone; after the wake-ups, not before them."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

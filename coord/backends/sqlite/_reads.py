@@ -16,7 +16,7 @@ import sqlite3
 
 from ..._types import KVPair
 
-__all__ = ["current", "exists", "get", "listing"]
+__all__ = ["current", "exists", "get", "keys_under", "listing", "start"]
 
 _PAIR = "SELECT kv.key, kv.value, kv.revision, kv.created, kv.lease FROM kv LEFT JOIN leases ON leases.id = kv.lease"
 _LIVE = "(kv.expires IS NULL OR kv.expires > ?) AND (kv.lease IS NULL OR leases.expires > ?)"
@@ -28,7 +28,7 @@ _ALL = f"{_PAIR} WHERE {_LIVE}"
 
 def get(db: sqlite3.Connection, key: str, now: float) -> KVPair | None:
     row = db.execute(_GET, (key, now, now)).fetchone()
-    return None if row is None else KVPair(row[0], bytes(row[1]), row[2], row[3], row[4])
+    return None if row is None else KVPair(row[0], row[1], row[2], row[3], row[4])
 
 
 def exists(db: sqlite3.Connection, key: str, now: float) -> bool:
@@ -38,7 +38,7 @@ def exists(db: sqlite3.Connection, key: str, now: float) -> bool:
 def listing(db: sqlite3.Connection, prefix: str, now: float) -> list[KVPair]:
     """Every live pair strictly under ``prefix`` (any order)."""
     rows = db.execute(_UNDER, (f"{prefix}/", f"{prefix}0", now, now)) if prefix else db.execute(_ALL, (now, now))
-    return [KVPair(row[0], bytes(row[1]), row[2], row[3], row[4]) for row in rows]
+    return [KVPair(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
 
 def current(db: sqlite3.Connection, key: str, tree: bool, now: float) -> list[tuple[str, bytes, int]]:
@@ -59,3 +59,16 @@ def keys_under(db: sqlite3.Connection, prefix: str) -> list[str]:
             )
         ]
     return [row[0] for row in db.execute("SELECT key FROM kv ORDER BY key")]
+
+
+_START_KEY = (
+    "SELECT state.revision, state.compacted, kv.key, kv.value, kv.revision FROM state LEFT JOIN kv ON kv.key = ?"
+    " AND (kv.expires IS NULL OR kv.expires > ?)"
+    " AND (kv.lease IS NULL OR EXISTS (SELECT 1 FROM leases WHERE leases.id = kv.lease AND leases.expires > ?))"
+)
+
+
+def start(db: sqlite3.Connection, key: str, now: float) -> tuple[int, int, list[tuple[str, bytes, int]]]:
+    """Where a watch of one key starts: ``(revision, compacted, [(key, value, revision)] or [])``, in one statement."""
+    revision, compacted, name, value, rev = db.execute(_START_KEY, (key, now, now)).fetchone()
+    return revision, compacted, [] if name is None else [(name, value, rev)]

@@ -192,19 +192,20 @@ class SQLiteStore(Store):
             db = self._here()
             if number is not None and not listening(db.listened, number):
                 db.write(lambda write: write.listen(number))
-            with db.snapshot() as conn:
-                revision, compacted = conn.execute("SELECT revision, compacted FROM state").fetchone()
-                rows = _reads.current(conn, key, tree, _host.now())
+            if tree:
+                with db.snapshot() as conn:
+                    revision, compacted = conn.execute("SELECT revision, compacted FROM state").fetchone()
+                    rows = _reads.current(conn, key, True, _host.now())
+            else:
+                revision, compacted, rows = db.run(lambda conn: _reads.start(conn, key, _host.now()))
             if start_revision is None or start_revision <= compacted:
                 for name, value, rev in sorted(rows):
                     feed.emit(Event("put", name, value, rev))
                 feed.revision = revision
             else:
                 feed.revision = min(start_revision - 1, MAX_REVISION)  # the thread replays from the log
-            watcher.add(feed, key, tree, {row[0] for row in rows})
-            head = self._here().read("SELECT revision FROM state")[0][0]
-        if head > feed.revision:
-            watcher.poke()
+            if watcher.add(feed, key, tree, {row[0] for row in rows}):
+                watcher.poke()
 
     def _watching(self) -> Watcher:
         if self._watcher is None:

@@ -32,6 +32,7 @@ import select
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 from ..._errors import CoordError, StoreUnavailable
 from ..._store import matches
@@ -51,6 +52,12 @@ log = logging.getLogger("coord.sqlite")
 SWEEP = 1.0
 #: After a failed pass (the file busy past the timeout, say), try again this soon.
 _RETRY = 0.05
+#: The state row (head revision, compacted, next_expiry), then the log after a revision.
+_TAIL = (
+    "SELECT revision, NULL, compacted, next_expiry FROM state"
+    " UNION ALL SELECT revision, kind, key, value FROM changes WHERE revision > ?"
+)
+_NO_TAIL = 2**63 - 1
 
 
 class _Watched:
@@ -80,6 +87,10 @@ class Watcher:
         self._lock = threading.Lock()
         self._feeds: dict[WatchFeed, _Watched] = {}
         self._buckets: dict[int, list[int]] = {}  # bucket -> [watch descriptor, listeners]
+        self._wds: dict[int, int] = {}  # watch descriptor -> bucket
+        self._idle: set[int] = set()  # watch descriptors of buckets no watch needs any more
+        self._passing = False  # a pass is feeding the watches it listed
+        self._passed = -1  # the revision the last pass read up to
         self._inotify = Inotify.open()
         self._owners_wd = -1
         if self._inotify is not None:
@@ -117,27 +128,59 @@ class Watcher:
             if entry is None:
                 wd = self._inotify.add(self._files.bucket_path(number), IN_ATTRIB)
                 self._buckets[number] = [wd, 1]
+                self._wds[wd] = number
             else:
                 entry[1] += 1
+                self._idle.discard(entry[0])
         return number
 
-    def add(self, feed: WatchFeed, key: str, tree: bool, present: set[str]) -> None:
+    def add(self, feed: WatchFeed, key: str, tree: bool, present: set[str]) -> bool:
+        """Start feeding ``feed`` from ``feed.revision``; whether the thread must be poked to catch it up.
+
+        It must if a pass is running (it took its list of watches before this
+        one) or the last pass read past the watch's start (a commit in between
+        woke the thread before the watch was here, and will not wake it again).
+        """
         with self._lock:
             self._feeds[feed] = _Watched(key, tree, present)
+            return self._passing or self._passed > feed.revision
 
     def remove(self, feed: WatchFeed) -> None:
+        """Stop feeding ``feed``; the thread stops listening to its bucket if no other watch needs it.
+
+        Not here: ``inotify_rm_watch`` waits for the kernel (hundreds of
+        microseconds), and a watch is closed on the way to what its owner does
+        next (a lock's waiter lists the queue).
+        """
         with self._lock:
             watched = self._feeds.pop(feed, None)
             if watched is None or self._inotify is None:
                 return
-            number = bucket(watched.key)
-            entry = self._buckets.get(number)
+            entry = self._buckets.get(bucket(watched.key))
             if entry is not None:
                 entry[1] -= 1
                 if entry[1] <= 0:
-                    del self._buckets[number]
+                    self._idle.add(entry[0])
+
+    def _let_go(self) -> None:
+        """Stop listening to the buckets no watch needs any more (in the thread)."""
+        assert self._inotify is not None
+        with self._lock:
+            idle, self._idle = self._idle, set()
+            for wd in idle:
+                number = self._wds.get(wd)
+                if number is not None and self._buckets[number][1] <= 0:
+                    del self._buckets[number], self._wds[wd]
                     with contextlib.suppress(OSError):
-                        self._inotify.remove(entry[0])
+                        self._inotify.remove(wd)
+
+    def _heard(self, events: list[tuple[int, int, str]]) -> bool:
+        """Whether ``events`` concern a watch: a bucket with watches, an owner, an overflow."""
+        with self._lock:
+            return any(
+                wd == self._owners_wd or mask & IN_Q_OVERFLOW or (wd in self._wds and wd not in self._idle)
+                for wd, mask, _ in events
+            )
 
     def poke(self) -> None:
         """Make the thread look at the log now (a new watch started behind the head)."""
@@ -200,6 +243,10 @@ class Watcher:
                 with contextlib.suppress(OSError):
                     poked = bool(os.read(self._pipe[0], 4096))
             events = self._inotify.read() if self._inotify is not None else []
+            if self._idle:
+                self._let_go()
+            if events and not poked and not self._heard(events):
+                continue  # only buckets that no watch needs any more
             now = _host.now()
             try:
                 overflow = any(mask & IN_Q_OVERFLOW for _, mask, _ in events)
@@ -245,20 +292,39 @@ class Watcher:
         """Hand every watch the changes after its revision; the earliest deadline in the file (a lower bound)."""
         with self._lock:
             feeds = list(self._feeds.items())
-        with db.snapshot() as conn:
-            revision, compacted, next_expiry = conn.execute(
-                "SELECT revision, compacted, next_expiry FROM state"
-            ).fetchone()
+            self._passing = True
+        revision = -1
+        try:
+            start = min((feed.revision for feed, _ in feeds), default=_NO_TAIL)
+            # One statement, so one snapshot: the state row, and the log after the oldest watch.
+            rows = db.run(lambda conn: conn.execute(_TAIL, (start,)).fetchall())
+            head = next(row for row in rows if row[1] is None)
+            revision, compacted, next_expiry = head[0], head[2], head[3]
             live = [(feed, w) for feed, w in feeds if compacted <= feed.revision < revision]
             if live:
-                self._replay(conn, live, min(feed.revision for feed, _ in live), revision)
-            for feed, watched in feeds:
-                if feed.revision < compacted:
-                    _resync(conn, feed, watched, revision)
+                changes = sorted(row for row in rows if row[1] is not None)
+                self._replay(changes, live, revision)
+            behind = [(feed, w) for feed, w in feeds if feed.revision < compacted]
+            if behind:
+                revision = self._resync(db, behind)
+        finally:
+            with self._lock:
+                self._passing = False
+                self._passed = max(self._passed, revision)
         return float(next_expiry)
 
+    def _resync(self, db: Db, behind: list[tuple[WatchFeed, _Watched]]) -> int:
+        with db.snapshot() as conn:
+            revision: int = conn.execute("SELECT revision FROM state").fetchone()[0]
+            for feed, watched in behind:
+                _resync(conn, feed, watched, revision)
+        return revision
+
     def _replay(
-        self, conn: sqlite3.Connection, live: list[tuple[WatchFeed, _Watched]], start: int, revision: int
+        self,
+        changes: list[tuple[int, Literal["put", "delete"], str, bytes | None]],
+        live: list[tuple[WatchFeed, _Watched]],
+        revision: int,
     ) -> None:
         keyed: dict[str, list[tuple[WatchFeed, _Watched]]] = {}
         trees: list[tuple[WatchFeed, _Watched]] = []
@@ -267,16 +333,13 @@ class Watcher:
                 trees.append((feed, watched))
             else:
                 keyed.setdefault(watched.key, []).append((feed, watched))
-        rows = conn.execute(
-            "SELECT revision, kind, key, value FROM changes WHERE revision > ? ORDER BY revision", (start,)
-        )
-        for rev, kind, key, value in rows:
+        for rev, kind, key, value in changes:
             targets = keyed.get(key, [])
             if trees:
                 targets = targets + [(feed, w) for feed, w in trees if matches(key, w.key, True)]
             for feed, watched in targets:
                 if rev > feed.revision:
-                    event = Event(kind, key, None if value is None else bytes(value), rev)
+                    event = Event(kind, key, value, rev)
                     feed.emit(event)
                     watched.note(event)
         for feed, _ in live:

@@ -73,8 +73,20 @@ class Write:
     """The inside of one write transaction (see the module docstring)."""
 
     __slots__ = (
-        "_limits", "_me", "_owners", "_saved", "changed", "compacted", "db", "listened", "logged", "next_expiry",
-        "now", "revision", "trimmed",
+        "_limits",
+        "_me",
+        "_owners",
+        "_saved",
+        "changed",
+        "compacted",
+        "db",
+        "listened",
+        "logged",
+        "next_expiry",
+        "now",
+        "revision",
+        "started",
+        "trimmed",
     )  # fmt: skip
 
     def __init__(self, db: sqlite3.Connection, limits: Limits, now: float, owners: Path, me: str | None) -> None:
@@ -86,6 +98,7 @@ class Write:
         state = db.execute(_STATE).fetchone()
         self.revision, self.compacted, self.logged, self.trimmed, self.next_expiry, self.listened = state
         self._saved = (self.revision, self.next_expiry, self.listened)
+        self.started: int = self.revision
         self.changed: list[str] = []
         if self.next_expiry <= now:
             self.reap_expired()
