@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from ..._errors import StoreUnavailable
 from . import _host
 from ._boundary import Gate, is_busy, translate
-from ._files import Files
+from ._files import BUCKETS, Files
 from ._writes import Limits, Write
 
 __all__ = ["Db", "abandon"]
@@ -48,7 +48,7 @@ class Db:
         self._limits = limits
         self._me = me
         #: The ``listened`` bits as of this connection's last write (they are only ever set).
-        self.listened = bytes(32)
+        self.listened = bytes(BUCKETS // 8)
 
     def _begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")

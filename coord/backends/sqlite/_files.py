@@ -2,16 +2,20 @@
 
 ::
 
-    <db>-coord/wake/<nn>      a bucket: a writer touches (utime) the buckets of every key it
-                              changed and of the key's ancestors, after its COMMIT returned;
-                              a process watching a key or a prefix listens to its bucket
+    <db>-coord/wake/k<nn>     a key bucket: a writer touches (utime) the bucket of every key it
+                              changed, after its COMMIT returned; a watch of a key listens there
+    <db>-coord/wake/t<nn>     a tree bucket: the writer touches those of the changed keys'
+                              ancestors ("a/b" and "a" and "" for "a/b/c"); a tree watch listens
+                              to its prefix's
     <db>-coord/gate           touched after every COMMIT: wakes writers waiting for the write lock
     <db>-coord/owners/<id>    one per Store that granted a lease, flock()ed while it lives
 
-Touching a file is one ``utime`` system call (an absent bucket, that nobody
-ever listened to, costs a failed one). A bucket is a hash of the key, so
-a process wakes only for changes that concern its watches, give or take a
-collision in 256. The owners' files carry liveness: an owner holds an
+Touching a file is one ``utime`` system call, made only for buckets some
+process ever listened to (the state row marks them). A bucket is a hash of
+the key, so a process wakes only for changes that concern its watches, give
+or take a collision in 256; keys and prefixes have buckets apart, so that
+the many buckets of single keys (a lock's waiters) do not make every writer
+touch the buckets of every ancestor too. The owners' files carry liveness: an owner holds an
 exclusive ``flock`` on its file for as long as its Store is open, and the
 kernel drops it the moment the process dies (``flock``, not POSIX record
 locks, which a process loses when it closes *any* descriptor of the file).
@@ -50,25 +54,29 @@ else:
         return False
 
 
-BUCKETS = 256
+#: Key buckets are 0-255, tree buckets 256-511.
+BUCKETS = 512
+_SPREAD = BUCKETS // 2
 
 
-def bucket(key: str) -> int:
-    """The wake-up bucket of a key (or of a prefix, for a tree watch)."""
-    return zlib.crc32(key.encode()) % BUCKETS
+def bucket(key: str, tree: bool = False) -> int:
+    """The wake-up bucket of a key's watches, or (``tree``) of a prefix's tree watches."""
+    return zlib.crc32(key.encode()) % _SPREAD + (_SPREAD if tree else 0)
 
 
 def _buckets_of(keys: Iterable[str]) -> set[int]:
-    """Buckets to touch for changes of ``keys``: each key's, and each ancestor's (tree watches listen there)."""
+    """Buckets to touch for changes of ``keys``: each key's, and each ancestor's tree bucket."""
     found = {_ROOT}
     for key in keys:
+        found.add(bucket(key))
+        key = key.rpartition("/")[0]
         while key:
-            found.add(bucket(key))
+            found.add(bucket(key, True))
             key = key.rpartition("/")[0]
     return found
 
 
-_ROOT = bucket("")
+_ROOT = bucket("", True)
 
 
 class Files:
@@ -82,7 +90,7 @@ class Files:
         for folder in (self.wake, self.owners):
             folder.mkdir(parents=True, exist_ok=True)
         self._gate_fd = os.open(self.gate, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        self._wake = [str(self.wake / f"{number:02x}") for number in range(BUCKETS)]
+        self._wake = [str(self.wake / f"{'kt'[n // _SPREAD]}{n % _SPREAD:02x}") for n in range(BUCKETS)]
 
     def bucket_path(self, number: int) -> str:
         """The bucket's file, created if absent (by a listener, before it listens)."""

@@ -188,7 +188,7 @@ class SQLiteStore(Store):
         with self._lock:
             watcher = self._watching()
             # Listen before reading where the watch starts, so that no commit after that read goes unheard.
-            number = watcher.listen(key)
+            number = watcher.listen(key, tree)
             db = self._here()
             if number is not None and not listening(db.listened, number):
                 db.write(lambda write: write.listen(number))
@@ -247,7 +247,7 @@ class SQLiteStore(Store):
         if feeds and not self.closed:
             fresh = self._watching()
             for feed, key, tree, present in feeds:
-                fresh.listen(key)  # marked in the file already: the parent listened to the same buckets
+                fresh.listen(key, tree)  # marked in the file already: the parent listened to the same buckets
                 fresh.add(feed, key, tree, present)
             fresh.poke()
 

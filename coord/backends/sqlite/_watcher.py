@@ -114,7 +114,7 @@ class Watcher:
 
     # -- the Store's side -----------------------------------------------------
 
-    def listen(self, key: str) -> int | None:
+    def listen(self, key: str, tree: bool) -> int | None:
         """Listen to the bucket of ``key`` (a key, or a tree watch's prefix): before reading where a watch starts.
 
         Returns the bucket's number, which the caller marks in the file (``Write.listen``) so that writers
@@ -122,7 +122,7 @@ class Watcher:
         """
         if self._inotify is None:
             return None
-        number = bucket(key)
+        number = bucket(key, tree)
         with self._lock:
             entry = self._buckets.get(number)
             if entry is None:
@@ -156,7 +156,7 @@ class Watcher:
             watched = self._feeds.pop(feed, None)
             if watched is None or self._inotify is None:
                 return
-            entry = self._buckets.get(bucket(watched.key))
+            entry = self._buckets.get(bucket(watched.key, watched.tree))
             if entry is not None:
                 entry[1] -= 1
                 if entry[1] <= 0:
