@@ -64,28 +64,38 @@ def open_database(path: Path, gate: Gate, timeout: float, limits: Limits, owners
     """A connection to a store in the current layout, after a reboot's reset if one happened.
 
     ``ConfigurationError`` if the file is not a database, or is one of a
-    newer coord; nothing stays open then.
+    newer coord; nothing stays open then. Several processes may open a new
+    file at once: the one that creates it makes the others' first steps
+    find it busy (SQLite does not always wait then), so they start again.
     """
-    conn = connect(path, timeout)
-    try:
-        # Small rows: 1 KiB pages halve what a commit writes to the WAL. Both pragmas only take on a new
-        # file (before WAL mode and the first table); on an existing one they do nothing.
-        conn.execute("PRAGMA page_size=1024")
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        if conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
-            _create(conn, gate)
-        _check_boot(conn, gate, limits, owners)
-        conn.execute("PRAGMA busy_timeout=0")  # from now on the gate waits
-    except sqlite3.Error as exc:
-        conn.close()
-        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-            raise StoreUnavailable(f"sqlite: {path} stayed locked: {exc}") from exc
-        raise ConfigurationError(f"{path} is not a coord sqlite store: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    deadline = _host.now() + timeout
+    while True:
+        conn = connect(path, timeout)
+        try:
+            _prepare(conn, gate, limits, owners)
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            if not (isinstance(exc, sqlite3.OperationalError) and is_busy(exc)):
+                raise ConfigurationError(f"{path} is not a coord sqlite store: {exc}") from exc
+            if _host.now() >= deadline:
+                raise StoreUnavailable(f"sqlite: {path} stayed locked: {exc}") from exc
+            time.sleep(0.002)
+        except BaseException:
+            conn.close()
+            raise
+
+
+def _prepare(conn: sqlite3.Connection, gate: Gate, limits: Limits, owners: Path) -> None:
+    # Small rows: 1 KiB pages halve what a commit writes to the WAL. Both pragmas only take on a new
+    # file (before WAL mode and the first table); on an existing one they do nothing.
+    conn.execute("PRAGMA page_size=1024")
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    if conn.execute("PRAGMA user_version").fetchone()[0] != VERSION:
+        _create(conn, gate)
+    _check_boot(conn, gate, limits, owners)
+    conn.execute("PRAGMA busy_timeout=0")  # from now on the gate waits
 
 
 def _create(conn: sqlite3.Connection, gate: Gate) -> None:

@@ -85,7 +85,11 @@ class SQLiteStore(Store):
             raise ConfigurationError(f"cannot create the files of {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         self._owner = Owner(self._files.owners)
-        self._db: Db | None = self._open()
+        try:
+            self._db: Db | None = self._open()
+        except BaseException:
+            self._files.close()
+            raise
         self._watcher: Watcher | None = None
         _STORES.add(self)
 
@@ -235,9 +239,7 @@ class SQLiteStore(Store):
     def _forked(self) -> None:
         """In a forked child: let go of the parent's connections, lock file and thread; watches carry on."""
         self._lock = threading.RLock()
-        if self._db is not None:
-            self._db.abandon()
-            self._db = None
+        self._db = None  # closed by _db's own fork hook, which runs first
         self._owner.forget()  # the parent keeps its lock; our copy must not outlive it
         watcher, self._watcher = self._watcher, None
         if watcher is None:
