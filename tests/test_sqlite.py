@@ -9,14 +9,12 @@ fork, and the migration from the first layout.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -25,7 +23,9 @@ import pytest
 import coord
 from coord.backends.sqlite import SQLiteStore
 from coord.backends.sqlite._store import MAX_REVISION
-from tests.helpers import ROOT, Child, drain, wait_for
+from coord.testing.conformance._child import Child
+from coord.testing.conformance._events import drain
+from coord.testing.conformance._events import next_event as wait_for
 
 REQUIRE_TOOLS = os.environ.get("COORD_REQUIRE_SERVERS") == "1"
 
@@ -48,13 +48,13 @@ store = coord.connect(sys.argv[1])
 with store.watch_tree(sys.argv[2]) as watch:
     print("ready", flush=True)
     for event in watch:
-        print("event", json.dumps([event.type, event.key, event.revision]), flush=True)
+        print("event", json.dumps([event.type, event.key, event.revision], separators=(",", ":")), flush=True)
 """
 
 
 def test_a_change_wakes_another_process_at_once(url: str) -> None:
     """A put reaches another process's watch through the kernel's wake-up, not a poll."""
-    child = Child(WATCHER, url, url + "?poll_interval=60", "k")  # no poll to fall back on
+    child = Child.from_code(WATCHER, url + "?poll_interval=60", "k")  # no poll to fall back on
     try:
         child.expect("ready")
         with coord.connect(url) as store:
@@ -66,7 +66,7 @@ def test_a_change_wakes_another_process_at_once(url: str) -> None:
                 took.append(time.monotonic() - start)
         assert sorted(took)[len(took) // 2] < 0.05, took
     finally:
-        child.stop()
+        child.close()
 
 
 def test_an_idle_watch_costs_next_to_nothing(url: str) -> None:
@@ -92,7 +92,7 @@ sys.stdin.readline()
 
 def test_a_killed_owner_releases_its_leases_at_once_whatever_the_ttl(url: str) -> None:
     """SIGKILL: the kernel drops the owner's flock and wakes the watchers; its keys go within milliseconds."""
-    child = Child(HOLDER, url, url, "600")
+    child = Child.from_code(HOLDER, url, "600")
     with coord.connect(url) as store:
         try:
             child.expect("ready")
@@ -103,28 +103,28 @@ def test_a_killed_owner_releases_its_leases_at_once_whatever_the_ttl(url: str) -
                 wait_for(watch, lambda e: e.type == "delete", timeout=10)
                 took = time.monotonic() - killed
         finally:
-            child.stop()
+            child.close()
     assert took < 0.5, f"the dead owner's key lived {took:.3f}s (ttl 600 s)"
 
 
 def test_a_writer_that_meets_a_dead_owners_key_reaps_it(url: str) -> None:
     """Without any watch: a create-only write that finds a dead owner's key probes it and takes its place."""
-    child = Child(HOLDER, url, url, "600")
+    child = Child.from_code(HOLDER, url, "600")
     with coord.connect(url) as store:
         try:
             child.expect("ready")
             with pytest.raises(coord.KeyExists):
                 store.atomic_put("owned/key", b"mine now", None)
             child.signal(signal.SIGKILL)
-            child.proc.wait(10)
+            child.wait(10)
             assert store.atomic_put("owned/key", b"mine now", None).value == b"mine now"
         finally:
-            child.stop()
+            child.close()
 
 
 def test_a_stopped_owner_keeps_its_leases_until_their_ttl(url: str) -> None:
     ttl = 1.5
-    child = Child(HOLDER, url, url, str(ttl))
+    child = Child.from_code(HOLDER, url, str(ttl))
     with coord.connect(url) as store:
         try:
             child.expect("ready")
@@ -136,7 +136,7 @@ def test_a_stopped_owner_keeps_its_leases_until_their_ttl(url: str) -> None:
                 took = time.monotonic() - stopped
         finally:
             child.signal(signal.SIGCONT)
-            child.stop()
+            child.close()
     assert ttl * 2 / 3 - 0.05 <= took <= ttl + 1.0, took
 
 
@@ -156,9 +156,9 @@ print("wall", time.time(), flush=True)
 if sys.argv[2] == "take":
     try:
         store.atomic_put("owned/key", b"thief", None)
-        print("took", flush=True)
+        print("result took", flush=True)
     except coord.KeyExists:
-        print("refused", flush=True)
+        print("result refused", flush=True)
 else:
     with store.watch("owned/key") as watch:
         for event in watch:
@@ -169,60 +169,53 @@ store.close()
 """
 
 
-class FaketimeChild(Child):
+def faketime(code: str, shift: str, *args: str) -> Child:
     """A child whose wall clock is shifted by ``shift`` (libfaketime); its monotonic and boot clocks are not."""
-
-    def __init__(self, code: str, shift: str, *args: str) -> None:
-        if shutil.which("faketime") is None:
-            if REQUIRE_TOOLS:
-                pytest.fail("faketime is not installed (scripts/servers.py install installs it)")
-            pytest.skip("needs faketime (Debian package faketime)")
-        env = {**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1", "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            ["faketime", "-f", shift, sys.executable, "-c", textwrap.dedent(code), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
+    library = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if shutil.which("faketime") is None or not library:
+        if REQUIRE_TOOLS:
+            pytest.fail("faketime is not installed (scripts/servers.py install installs it)")
+        pytest.skip("needs faketime (Debian package faketime)")
+    env = {"LD_PRELOAD": library[0], "FAKETIME": shift, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    return Child.from_code(code, *args, env=env)
 
 
 def test_a_wall_clock_an_hour_ahead_cannot_reap_a_live_holder(url: str) -> None:
     """Deadlines are on CLOCK_BOOTTIME: a process whose wall clock jumped cannot take a live lease's key."""
-    holder = Child(HOLDER, url, url, "2")
+    holder = Child.from_code(HOLDER, url, "2")
     try:
         holder.expect("ready")
-        thief = FaketimeChild(SHIFTED, "+1h", url, "take")
+        thief = faketime(SHIFTED, "+1h", url, "take")
         try:
-            assert float(thief.expect("wall")) > time.time() + 3000, "faketime did not shift the child's clock"
-            assert thief.expect("") == "refused"
+            assert float(thief.expect("wall")[1]) > time.time() + 3000, "faketime did not shift the child's clock"
+            assert thief.expect("result")[1] == "refused"
         finally:
-            thief.stop()
+            thief.close()
         with coord.connect(url) as store:
             assert store.get("owned/key").value == b"mine"
     finally:
-        holder.stop()
+        holder.close()
 
 
 def test_expiry_comes_on_time_for_a_process_whose_wall_clock_is_an_hour_behind(url: str) -> None:
     """A stopped holder's lease expires at its ttl, as a process with a shifted wall clock sees it."""
     ttl = 1.5
-    holder = Child(HOLDER, url, url, str(ttl))
+    holder = Child.from_code(HOLDER, url, str(ttl))
     try:
         holder.expect("ready")
-        observer = FaketimeChild(SHIFTED, "-1h", url, "watch")
+        observer = faketime(SHIFTED, "-1h", url, "watch")
         try:
-            assert float(observer.expect("wall")) < time.time() - 3000
+            assert float(observer.expect("wall")[1]) < time.time() - 3000
             time.sleep(0.3)  # the observer's watch is open
             stopped = time.monotonic()
             holder.signal(signal.SIGSTOP)
-            deleted = float(observer.expect("deleted", ttl + 10))
+            deleted = float(observer.expect("deleted", ttl + 10)[1])
         finally:
-            observer.stop()
+            observer.close()
         assert deleted - stopped <= ttl + 1.0, f"expiry came {deleted - stopped:.2f}s after the stop (ttl {ttl})"
     finally:
         holder.signal(signal.SIGCONT)
-        holder.stop()
+        holder.close()
 
 
 def test_a_reboot_expires_every_lease_and_ttl_key(url: str, tmp_path: Path) -> None:
@@ -269,20 +262,20 @@ import json, sys, coord
 store = coord.connect(sys.argv[1])
 with store.watch_tree("t") as watch:
     for event in watch:
-        print("event", json.dumps([event.type, event.key]), flush=True)
+        print("event", json.dumps([event.type, event.key], separators=(",", ":")), flush=True)
 """
 
 
 def test_a_watch_that_fell_behind_the_log_reports_every_delete(tmp_path: Path) -> None:
     """Re-sync after the log was trimmed past a stopped watcher: deletes for what went, puts for what changed."""
     url = f"sqlite://{tmp_path / 'coord.db'}?history=4"
-    child = Child(RESYNC_WATCHER, url, url)
+    child = Child.from_code(RESYNC_WATCHER, url)
     try:
         with coord.connect(url) as store:
             store.put("t/kept", b"1")
             store.put("t/gone", b"1")
             store.put("t/changed", b"1")
-            seen = {tuple(json.loads(child.expect("event"))) for _ in range(3)}
+            seen = {tuple(json.loads(child.expect("event")[1])) for _ in range(3)}
             assert seen == {("put", "t/kept"), ("put", "t/gone"), ("put", "t/changed")}
             child.signal(signal.SIGSTOP)
             store.delete("t/gone")
@@ -291,13 +284,13 @@ def test_a_watch_that_fell_behind_the_log_reports_every_delete(tmp_path: Path) -
             for i in range(100):  # far past the log's 4 changes
                 store.put("elsewhere", str(i).encode())
             child.signal(signal.SIGCONT)
-            got = {tuple(json.loads(child.expect("event"))) for _ in range(3)}
+            got = {tuple(json.loads(child.expect("event")[1])) for _ in range(3)}
             assert got == {("delete", "t/gone"), ("put", "t/changed"), ("put", "t/new")}
             store.put("t/after", b"1")
-            assert json.loads(child.expect("event")) == ["put", "t/after"], "t/kept was not re-sent"
+            assert json.loads(child.expect("event")[1]) == ["put", "t/after"], "t/kept was not re-sent"
     finally:
         child.signal(signal.SIGCONT)
-        child.stop()
+        child.close()
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -349,42 +342,58 @@ def test_a_start_revision_past_any_revision_waits_and_breaks_nothing(url: str, s
 
 
 def test_keys_at_the_top_of_unicode_are_listed(url: str) -> None:
+    """The root's listing has no upper bound (it was U+10FFFF, which hid keys at the top)."""
+    top = ["\U0010fffd", "\U0010fffda/b", "a", "\ufffd"]
     with coord.connect(url) as store:
-        for key in ("\U0010ffff", "\U0010ffffa/b", "a", "\uffff"):
+        for key in top:
             store.put(key, b"")
-        assert [pair.key for pair in store.list("")] == sorted(["\U0010ffff", "\U0010ffffa/b", "a", "\uffff"])
-        assert [pair.key for pair in store.list("\U0010ffffa")] == ["\U0010ffffa/b"]
+        assert [pair.key for pair in store.list("")] == sorted(top)
+        assert [pair.key for pair in store.list("\U0010fffda")] == ["\U0010fffda/b"]
 
 
 # -- fork -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads: exactly the case under test
-def test_a_store_opened_before_fork_works_in_the_child(url: str) -> None:
+def test_after_fork_the_child_opens_its_own_store_and_the_parent_carries_on(url: str, tmp_path: Path) -> None:
+    """The inherited Store refuses (Store._forsake); a new one works, with SQLite locks of its own."""
     with coord.connect(url) as store:
         lease = store.lease(30)
         store.put("parent", b"", lease=lease)
         watch = store.watch("shared")
+        before = set(os.listdir("/proc/self/fd"))
         pid = os.fork()
-        if pid == 0:  # the child: new connection, new thread, the parent's watch fed again
+        if pid == 0:  # the child
             code = 1
             try:
-                store.put("child", b"hello")
-                event = watch.get(10)
-                assert event is not None and event.key == "shared" and event.value == b"from parent"
-                assert store.get("child").value == b"hello"
-                assert not store._lease_keepalive(lease), "the parent's lease is not the child's to renew"
+                with pytest.raises(coord.StoreClosed, match="fork"):
+                    store.put("child", b"")
+                left = set(os.listdir("/proc/self/fd")) - before
+                assert not left, f"descriptors opened at fork: {left}"
+                with coord.connect(url) as own:
+                    own.put("child", b"hello")
+                    assert own.get("parent").lease == lease.id
+                    with own.watch("shared") as mine:
+                        assert mine.get(0.2) is None
+                        os.write(child_ready, b"1")
+                        event = mine.get(10)
+                        assert event is not None and event.value == b"from parent"
                 code = 0
             finally:
                 os._exit(code)
-        time.sleep(0.5)  # the child is waiting on its copy of the watch
+        os.read(parent_ready, 1)
         store.put("shared", b"from parent")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert drain(watch, 1)[0].value == b"from parent", "the parent's watch still works"
         assert store.get("child").value == b"hello"
         assert store.get("parent").lease == lease.id, "the child's exit did not touch the parent's lease"
+        owners = tmp_path / "coord.db-coord" / "owners"
+        assert len(list(owners.iterdir())) == 1, "the child's own store removed its lock file"
         watch.close()
+
+
+parent_ready, child_ready = os.pipe()
 
 
 # -- the first layout ----------------------------------------------------------------------------------

@@ -237,21 +237,27 @@ class SQLiteStore(Store):
         _STORES.discard(self)
 
     def _forked(self) -> None:
-        """In a forked child: let go of the parent's connections, lock file and thread; watches carry on."""
+        """In a forked child: let go of the parent's lock file and thread (the connections are closed by ``_db``).
+
+        The Store itself is closed in the child (``Store._forsake``, which runs
+        first); what is left here is what the backend holds besides.
+        """
         self._lock = threading.RLock()
-        self._db = None  # closed by _db's own fork hook, which runs first
+        self._db = None
         self._owner.forget()  # the parent keeps its lock; our copy must not outlive it
         watcher, self._watcher = self._watcher, None
-        if watcher is None:
-            return
-        feeds = watcher.feeds()
-        watcher.forget()
-        if feeds and not self.closed:
-            fresh = self._watching()
-            for feed, key, tree, present in feeds:
-                fresh.listen(key, tree)  # marked in the file already: the parent listened to the same buckets
-                fresh.add(feed, key, tree, present)
-            fresh.poke()
+        if watcher is not None:
+            feeds = watcher.feeds()
+            watcher.forget()
+            if feeds and not self.closed:  # a Store that lives on in the child: its watches carry on
+                fresh = self._watching()
+                for feed, key, tree, present in feeds:
+                    fresh.listen(key, tree)  # marked in the file already: the parent listened to them
+                    fresh.add(feed, key, tree, present)
+                fresh.poke()
+        if self.closed:
+            self._files.close()
+            _STORES.discard(self)
 
 
 def _apply(write: Write, op: Op) -> object:
