@@ -26,6 +26,7 @@ close (its exit) also wakes every listener with ``IN_CLOSE_WRITE``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import uuid
@@ -66,17 +67,21 @@ def bucket(key: str, tree: bool = False) -> int:
 
 def _buckets_of(keys: Iterable[str]) -> set[int]:
     """Buckets to touch for changes of ``keys``: each key's, and each ancestor's tree bucket."""
-    found = {_ROOT}
+    found: set[int] = set()
     for key in keys:
         found.add(bucket(key))
-        key = key.rpartition("/")[0]
-        while key:
-            found.add(bucket(key, True))
-            key = key.rpartition("/")[0]
+        found.update(_trees_above(key.rpartition("/")[0]))
     return found
 
 
-_ROOT = bucket("", True)
+@functools.lru_cache(maxsize=4096)
+def _trees_above(prefix: str) -> tuple[int, ...]:
+    """The tree buckets of ``prefix`` and of each of its ancestors, the root included (prefixes repeat)."""
+    found = [bucket("", True)]
+    while prefix:
+        found.append(bucket(prefix, True))
+        prefix = prefix.rpartition("/")[0]
+    return tuple(found)
 
 
 class Files:
@@ -111,7 +116,7 @@ class Files:
         """
         with contextlib.suppress(OSError):
             os.utime(self._gate_fd)
-        if keys:
+        if keys and any(listened):
             for number in _buckets_of(keys):
                 if listened[number >> 3] & (1 << (number & 7)):
                     with contextlib.suppress(OSError):
