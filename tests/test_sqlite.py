@@ -140,6 +140,23 @@ def test_a_stopped_owner_keeps_its_leases_until_their_ttl(url: str) -> None:
     assert ttl * 2 / 3 - 0.05 <= took <= ttl + 1.0, took
 
 
+def test_the_lock_file_of_a_process_that_died_unseen_goes_with_its_last_lease(url: str, tmp_path: Path) -> None:
+    """Nobody watched when it died: its lease expires at its ttl, and the reap removes its lock file too."""
+    owners = tmp_path / "coord.db-coord" / "owners"
+    child = Child.from_code(HOLDER, url, "0.5")
+    try:
+        child.expect("ready")
+        assert len(list(owners.iterdir())) == 1
+        child.kill()
+    finally:
+        child.close()
+    with coord.connect(url) as store:
+        time.sleep(0.6)
+        store.put("any", b"")  # a write reaps what is due
+        assert not store.exists("owned/key")
+        assert list(owners.iterdir()) == []
+
+
 def test_a_closed_store_leaves_no_lock_file(url: str, tmp_path: Path) -> None:
     with coord.connect(url) as store:
         store.lease(5)

@@ -116,9 +116,17 @@ class Db:
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(conn)``: a read of one statement (its own transaction), retried while the file is busy."""
-        with self._mutex, translate():
+        with self._mutex:
             self._check()
-            return self.gate.run(lambda: fn(self.conn))
+            try:
+                try:
+                    return fn(self.conn)
+                except sqlite3.OperationalError as exc:
+                    if not is_busy(exc):
+                        raise
+                return self.gate.wait(lambda: fn(self.conn))
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """The rows of one read statement."""

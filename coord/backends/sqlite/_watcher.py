@@ -40,7 +40,7 @@ from ..._types import Event
 from ..._watch import WatchFeed
 from . import _host, _reads
 from ._db import Db
-from ._files import Files, bucket
+from ._files import Files, bucket, probe
 from ._inotify import IN_ATTRIB, IN_CLOSE_WRITE, IN_Q_OVERFLOW, Inotify
 from ._writes import Write
 
@@ -275,12 +275,21 @@ class Watcher:
         return {row[0] for row in rows if row[0] != me}
 
     def _reap_owners(self, db: Db, names: set[str]) -> bool:
-        """Reap the leases of every owner in ``names`` that is dead; whether anything was written."""
+        """Reap the leases of every owner in ``names`` that is dead; whether anything was written.
+
+        Each is probed first outside any transaction (an open, a flock, a
+        close): a live owner costs no write. A dead one's file is gone after
+        its probe, which the write's own probe reads as dead too.
+        """
         wrote = False
+        me = self._me()
         for name in sorted(names):
-            if name == self._me():
+            if name == me:
                 continue
-            wrote = db.write(functools.partial(_reap_owner, name)) or wrote
+            with probe(self._files.owners, name) as dead:
+                pass
+            if dead:
+                wrote = db.write(functools.partial(_reap_owner, name)) or wrote
         return wrote
 
     def _reap_expired(self, db: Db, now: float) -> bool:

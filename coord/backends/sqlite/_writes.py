@@ -190,10 +190,19 @@ class Write:
         self.remove_all(dict.fromkeys(doomed))
 
     def reap_expired(self) -> None:
-        """Drop every lease and ttl key whose deadline has come; set ``next_expiry`` exactly."""
-        leases = [row[0] for row in self.db.execute("SELECT id FROM leases WHERE expires <= ?", (self.now,))]
+        """Drop every lease and ttl key whose deadline has come; set ``next_expiry`` exactly.
+
+        An owner left with no lease may be a process that died unseen: its
+        lock file goes if it is (the probe removes it), or the folder would
+        fill with the files of crashed processes whose leases merely expired.
+        """
+        rows = self.db.execute("SELECT id, owner FROM leases WHERE expires <= ?", (self.now,)).fetchall()
         keys = [row[0] for row in self.db.execute("SELECT key FROM kv WHERE expires <= ? ORDER BY key", (self.now,))]
-        self.drop_leases(leases, keys)
+        self.drop_leases([row[0] for row in rows], keys)
+        for owner in {row[1] for row in rows if row[1] is not None and row[1] != self._me}:
+            if self.db.execute("SELECT 1 FROM leases WHERE owner = ?", (owner,)).fetchone() is None:
+                with probe(self._owners, owner):
+                    pass
         row = self.db.execute(_NEXT_EXPIRY).fetchone()
         self.next_expiry = NEVER if row[0] is None else float(row[0])
 
