@@ -24,8 +24,9 @@ puts for what changed, deletes for what went.
 Modules, one job each:
 
 - ``_store``: the Store operations, leases, watches, fork;
-- ``_db``: a connection and its transactions; ``_boundary``: SQLite errors
-  become coord's, and a busy file is waited for (the gate);
+- ``_db``: a connection and its transactions, and fork-safety (SQLite idle
+  at the fork, the child's inherited connections closed); ``_boundary``:
+  SQLite errors become coord's, and a busy file is waited for (the gate);
 - ``_writes``: the inside of one write transaction (log, reap, trim);
   ``_reads``: the read statements;
 - ``_schema``: the tables, migration from the first layout, reboots;
@@ -34,7 +35,8 @@ Modules, one job each:
   ``_inotify``: the kernel's wake-ups; ``_host``: the clock and the boot.
 
 Limits: one host (SQLite's locking and flock are not for network file
-systems); writers are serialised.
+systems); writers are serialised. docs/backends.md says what each
+guarantee survives (clock steps, suspend, reboot, fork).
 """
 
 from ._store import SQLiteStore

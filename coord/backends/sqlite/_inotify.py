@@ -86,7 +86,3 @@ class Inotify:
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
-
-    def forget(self) -> None:
-        """Drop the descriptor without closing the instance (a forked child's copy: close it, keep nothing)."""
-        self.close()

@@ -107,11 +107,6 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, name="coord-sqlite-watch", daemon=True)
         self._thread.start()
 
-    @property
-    def awake(self) -> bool:
-        """Whether wake-ups come from the kernel (else the thread polls)."""
-        return self._inotify is not None
-
     # -- the Store's side -----------------------------------------------------
 
     def listen(self, key: str, tree: bool) -> int | None:
