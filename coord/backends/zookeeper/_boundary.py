@@ -5,6 +5,15 @@ expired session) within the Store's timeout and translates every kazoo
 exception into a coord error, chained with ``raise ... from``. Inside a call,
 ``commit`` runs one multi-op and names the operation that failed, so callers
 decide by what failed, not by an index they would have to keep in step.
+
+Read your own writes across sessions: a Store writes through its main
+session and through its lease sessions, which may be connected to different
+servers; a follower serves reads from what it has applied. ``fence`` is the
+newest zxid a write of this Store returned; ``fresh(client)`` sends a
+``sync`` ahead of a session's reads when that session has not yet seen the
+fence. ZooKeeper holds a session's later requests behind its sync, so the
+reads see every write this Store made, at no extra round trip for the client
+(the sync is pipelined with them), and only when a session is behind.
 """
 
 from __future__ import annotations
@@ -38,8 +47,8 @@ T = TypeVar("T")
 
 TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, SessionMovedError, KazooTimeoutError)
 # One operation of a multi-op: ("create", path, data[, ephemeral]), ("set", path, data[, version]),
-# ("delete", path[, version]), ("log", entry) or ("free", blob name); the last two create
-# ROOT/log/e<seq> and ROOT/log/b<seq>.
+# ("delete", path[, version]), ("check", path, version), ("log", entry) or ("free", blob name);
+# the last two create ROOT/log/e<seq> and ROOT/log/b<seq>.
 Op = tuple[Any, ...]
 _TRIM_EVERY = 64  # commits between two trims of the log
 
@@ -56,11 +65,11 @@ class Try:
 
 
 class Failed(Exception):
-    """One operation of a multi-op failed: which one, and why."""
+    """One operation of a multi-op failed: which one (and its place in the multi-op), and why."""
 
-    def __init__(self, op: Op, error: Exception) -> None:
+    def __init__(self, op: Op, error: Exception, index: int = -1) -> None:
         super().__init__(op, error)
-        self.op, self.error = op, error
+        self.op, self.error, self.index = op, error, index
 
     def on(self, error: type[Exception] | tuple[type[Exception], ...], op: str, path: str) -> bool:
         """Whether ``op`` on ``path`` failed with ``error``."""
@@ -107,6 +116,7 @@ class Boundary:
         self.client = connect(hosts, session_timeout, timeout)
         self.on_trim_due: Callable[[], None] = lambda: None
         self._commits = itertools.count(1)
+        self.fence = 0  # the newest zxid a write of this Store returned, on any of its sessions
 
     def call(self, fn: Callable[[Try], T], timeout: float | None = None) -> T:
         """Run ``fn``, retrying transient failures within the timeout; translate kazoo's errors."""
@@ -136,8 +146,13 @@ class Boundary:
 
     def commit(self, t: Try, ops: Iterable[Op], client: KazooClient | None = None) -> list[Any]:
         """One multi-op (on ``client``, default the main one); raise ``Failed`` naming the operation that failed."""
+        return self.settle(t, self.send(ops, client))
+
+    def send(self, ops: Iterable[Op], client: KazooClient | None = None) -> Sent:
+        """Send a multi-op without waiting for it, so that reads can follow it in the same flight."""
         ops = list(ops)
-        tx = (client or self.client).transaction()
+        client = client or self.client
+        tx = client.transaction()
         for op, *args in ops:
             if op == "create":
                 tx.create(args[0], args[1], ephemeral=args[2] if len(args) > 2 else False)
@@ -147,14 +162,35 @@ class Boundary:
                 tx.create(f"{self._log}/b", args[0].encode(), sequence=True)
             elif op == "set":
                 tx.set_data(args[0], args[1], args[2] if len(args) > 2 else -1)
+            elif op == "check":
+                tx.check(args[0], args[1])
             else:
                 tx.delete(args[0], args[1] if len(args) > 1 else -1)
-        results: list[Any] = t.wait(tx.commit_async())
-        for op, result in zip(ops, results, strict=False):
+        return Sent(ops, client, tx.commit_async())
+
+    def settle(self, t: Try, sent: Sent) -> list[Any]:
+        """Wait for a multi-op ``send`` sent; raise ``Failed`` naming the operation that failed."""
+        results: list[Any] = t.wait(sent.result)
+        for index, (op, result) in enumerate(zip(sent.ops, results, strict=False)):
             if isinstance(result, Exception) and not isinstance(result, (RolledBackError, RuntimeInconsistency)):
                 if isinstance(result, TRANSIENT):
                     raise result
-                raise Failed(op, result)
+                raise Failed(op, result, index)
+        self.fence = max(self.fence, sent.client.last_zxid)
         if next(self._commits) % _TRIM_EVERY == 0:
             self.on_trim_due()
         return results
+
+    def fresh(self, client: KazooClient) -> None:
+        """Before reads on ``client``: make them see every write of this Store (see the module docstring)."""
+        if client.last_zxid < self.fence:
+            client.sync_async(self._log)  # its reply needs no wait: the session's reads queue behind it
+
+
+@dataclass
+class Sent:
+    """A multi-op on its way: its operations, the session it went on, and kazoo's pending result."""
+
+    ops: list[Op]
+    client: KazooClient
+    result: Any

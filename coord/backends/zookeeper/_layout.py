@@ -16,6 +16,7 @@ starting with ``~`` always a guard.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ _MAGIC, _TTL, _LEASE, _BLOB = 0xC0, 1, 2, 4
 # A value, its log copy and the rest of a multi-op must fit one packet (jute.maxbuffer, 1 MiB - 1).
 INLINE = 400 * 1024
 CHUNK = 900 * 1024
+_MAX_TTL_MS = 2**32 - 1  # the header's field: about 49.7 days
+
+
+def ttl_ms(ttl: float) -> int:
+    """A ttl key's ttl in whole milliseconds, as the header holds it (coord bounds ttls well below the limit)."""
+    ms = math.ceil(ttl * 1000)
+    if not 0 < ms <= _MAX_TTL_MS:
+        raise ValueError(f"a ZooKeeper ttl key's ttl must be at most {_MAX_TTL_MS // 1000} s, not {ttl!r}")
+    return ms
 
 
 def escape(segment: str) -> str:

@@ -32,6 +32,7 @@ from kazoo.exceptions import BadVersionError, NoNodeError
 from ..._store import matches
 from ..._types import Event
 from ..._watch import WatchFeed
+from . import _reads as reads
 from ._blobs import Blobs
 from ._boundary import Boundary, Retry, Try
 from ._keys import Found, Keys
@@ -129,6 +130,7 @@ class Log:
 
     def start(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         """Bring a new watch up to date (snapshot or replay), then feed it from the log."""
+        self._zk.fresh(self._zk.client)  # the snapshot must see this Store's writes through its other sessions
         self.tail()  # so the new watch starts from the log's current end
         live = _Live(key, tree)
 
@@ -178,16 +180,15 @@ class Log:
         """The watch's keys, and the pzxid of each directory a key absent from them would have been listed in."""
         parts = live.key.split("/")
         above = ["/".join(parts[:i]) for i in range(len(parts))]
-        chain = [(a, self._zk.client.exists_async(self._layout.dir(a))) for a in above]
+        chain = reads.send(self._zk.client, [("data", self._layout.dir(a)) for a in above])
         if live.tree:
             found, dirs = self._keys.scan(t, live.key)
         else:
             read = self._keys.read(t, live.key)
             dirs, found = {}, [] if read is None else [(live.key, *read)]
-        for a, result in chain:
-            stat = t.wait(result)
-            if stat is not None:
-                dirs.setdefault(a, stat.pzxid)
+        for a, result in zip(above, chain.wait(t), strict=True):
+            if not reads.absent(result):
+                dirs.setdefault(a, result[1].pzxid)
         return found, dirs
 
     def trim(self, t: Try) -> None:

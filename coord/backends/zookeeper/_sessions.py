@@ -23,8 +23,9 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NoNodeError
 
-from ..._errors import LeaseExpired, StoreUnavailable
+from ..._errors import LeaseExpired, NotSupported, StoreUnavailable
 from ..._lease import Lease
+from ..._store import labelled
 from ._boundary import Boundary, Failed, Try, open_client, start, stop
 from ._keys import Keys
 from ._layout import Layout
@@ -102,14 +103,28 @@ class Sessions:
 
     def hold(self, lease: Lease, key: str) -> tuple[KazooClient, int]:
         """The client and session id to write ``key`` under ``lease`` with; LeaseExpired if its session is gone."""
+        return self.hold_many([(lease, key)])
+
+    def hold_many(self, leased: list[tuple[Lease, str]]) -> tuple[KazooClient, int]:
+        """``hold`` for the keys of one multi-op, which runs on one session: their leases must share it."""
         with self._lock:
-            entry = self._lease_of.get(lease.id)
-            if entry is None or entry[0].sid != entry[1]:
-                raise LeaseExpired(f"lease {lease.id} expired")
-            # Before sending: revoke must find the key even if the write's reply is lost.
-            entry[0].leases.setdefault(lease.id, set()).add(key)
-            self._lease_objects[lease.id] = lease
-        return entry[0].client, entry[1]
+            entries = []
+            for lease, key in leased:
+                entry = self._lease_of.get(lease.id)
+                if entry is None or entry[0].sid != entry[1]:
+                    with labelled(key):
+                        raise LeaseExpired(f"lease {lease.id} expired")
+                entries.append(entry)
+            if len({id(session) for session, _ in entries}) > 1:
+                raise NotSupported(
+                    "on ZooKeeper, the writes of one transaction bound to leases must use leases of one ttl:"
+                    " a multi-op runs on one session, and each lease ttl has a session of its own"
+                )
+            for (lease, key), (session, _) in zip(leased, entries, strict=True):
+                # Before sending: revoke must find the key even if the write's reply is lost.
+                session.leases.setdefault(lease.id, set()).add(key)
+                self._lease_objects[lease.id] = lease
+        return entries[0][0].client, entries[0][1]
 
     def held(self, lease_id: int, sid: int) -> bool:
         """Whether the lease is still held by the session ``sid`` (a write just made under it counts)."""

@@ -13,6 +13,7 @@ from ..._clock import Clock
 from ..._errors import ConfigurationError, KeyModified, KeyNotFound
 from ..._lease import Lease
 from ..._store import Store
+from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
@@ -21,6 +22,7 @@ from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys
 from ._layout import Layout, entry
 from ._sessions import Sessions
+from ._transactions import Transactions
 from ._worker import Worker
 from ._writes import Writer, check_expected
 
@@ -64,6 +66,9 @@ class ZooKeeperStore(Store):
         self._worker = Worker(zk, layout, self._keys, self._blobs, history, lambda: self.closed, self.clock)
         self._sessions = Sessions(zk, layout, self._keys, defer=lambda task: self._worker.submit("lost", task))
         self._writer = Writer(zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete)
+        self._transactions = Transactions(
+            zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete
+        )
         zk.on_trim_due = self._worker.trim
         zk.client.add_listener(self._worker.on_state)
         try:
@@ -76,19 +81,31 @@ class ZooKeeperStore(Store):
         return self._url
 
     def _get(self, key: str) -> KVPair | None:
-
         def attempt(t: Try) -> KVPair | None:
+            self._zk.fresh(self._zk.client)
             read = self._keys.read(t, key)
             return None if read is None else self._keys.pair(t, key, *read)
 
         return self._zk.call(attempt)
 
+    def _exists(self, key: str) -> bool:
+        def attempt(t: Try) -> bool:
+            self._zk.fresh(self._zk.client)
+            read = self._keys.read(t, key)
+            return read is not None and not read[0].expired(read[1])
+
+        return self._zk.call(attempt)
+
     def _list(self, prefix: str) -> builtins.list[KVPair]:
         def attempt(t: Try) -> builtins.list[KVPair]:
+            self._zk.fresh(self._zk.client)
             pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in self._keys.scan(t, prefix)[0])
             return [pair for pair in pairs if pair is not None]
 
         return self._zk.call(attempt)
+
+    def _transaction(self, ops: builtins.list[Op]) -> builtins.list[object]:
+        return self._transactions.run(ops)
 
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         return self._writer.write(key, value, ttl, lease, "any")

@@ -13,7 +13,6 @@ the header, whether its first attempt was applied.
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ..._types import KVPair
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
 from ._keys import Keys
-from ._layout import INLINE, Blob, KeyPaths, Layout, Node, encode, entry
+from ._layout import INLINE, Blob, KeyPaths, Layout, Node, encode, entry, ttl_ms
 from ._sessions import Sessions
 
 
@@ -82,8 +81,8 @@ class Writer:
 
     def write(self, key: str, value: bytes, ttl: float | None, lease: Lease | None, expect: str | int) -> KVPair:
         client, sid = self._sessions.hold(lease, key) if lease is not None else (self._zk.client, 0)
-        ttl_ms = math.ceil(ttl * 1000) if ttl is not None else 0
-        put = _Put(key, value, ttl_ms, lease, client, sid, expect, self._layout.paths(key), random.getrandbits(64))
+        ms = ttl_ms(ttl) if ttl is not None else 0
+        put = _Put(key, value, ms, lease, client, sid, expect, self._layout.paths(key), random.getrandbits(64))
         try:
             return self._zk.call(lambda t: self._attempt(t, put))
         except (KeyExists, KeyModified, KeyNotFound):
@@ -124,6 +123,7 @@ class Writer:
         return self._written(put, stat, stat.czxid) if stat.ephemeralOwner == 0 else None
 
     def _put_slow(self, t: Try, put: _Put) -> KVPair:
+        self._zk.fresh(put.client)
         for _ in range(100):
             read = self._keys.read(t, put.key, put.client)
             done = self._create(t, put) if read is None else self._replace(t, put, *read)
