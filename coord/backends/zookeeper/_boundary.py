@@ -47,8 +47,8 @@ T = TypeVar("T")
 
 TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, SessionMovedError, KazooTimeoutError)
 # One operation of a multi-op: ("create", path, data[, ephemeral]), ("set", path, data[, version]),
-# ("delete", path[, version]), ("check", path, version), ("log", entry) or ("free", blob name);
-# the last two create ROOT/log/e<seq> and ROOT/log/b<seq>.
+# ("delete", path[, version]), ("check", path, version), ("log", name, entry) or ("free", blob name);
+# the last two create ROOT/log/<name><seq> and ROOT/log/b<seq>.
 Op = tuple[Any, ...]
 _TRIM_EVERY = 64  # commits between two trims of the log
 
@@ -144,9 +144,9 @@ class Boundary:
             raise StoreUnavailable(f"ZooKeeper refused the request: {exc!r}") from exc
         raise AssertionError("unreachable")
 
-    def commit(self, t: Try, ops: Iterable[Op], client: KazooClient | None = None) -> list[Any]:
+    def commit(self, t: Try, ops: Iterable[Op], client: KazooClient | None = None, count: bool = True) -> list[Any]:
         """One multi-op (on ``client``, default the main one); raise ``Failed`` naming the operation that failed."""
-        return self.settle(t, self.send(ops, client))
+        return self.settle(t, self.send(ops, client), count)
 
     def send(self, ops: Iterable[Op], client: KazooClient | None = None) -> Sent:
         """Send a multi-op without waiting for it, so that reads can follow it in the same flight."""
@@ -157,7 +157,7 @@ class Boundary:
             if op == "create":
                 tx.create(args[0], args[1], ephemeral=args[2] if len(args) > 2 else False)
             elif op == "log":
-                tx.create(f"{self._log}/e", args[0], sequence=True)
+                tx.create(f"{self._log}/{args[0]}", args[1], sequence=True)
             elif op == "free":
                 tx.create(f"{self._log}/b", args[0].encode(), sequence=True)
             elif op == "set":
@@ -168,7 +168,7 @@ class Boundary:
                 tx.delete(args[0], args[1] if len(args) > 1 else -1)
         return Sent(ops, client, tx.commit_async())
 
-    def settle(self, t: Try, sent: Sent) -> list[Any]:
+    def settle(self, t: Try, sent: Sent, count: bool = True) -> list[Any]:
         """Wait for a multi-op ``send`` sent; raise ``Failed`` naming the operation that failed."""
         results: list[Any] = t.wait(sent.result)
         for index, (op, result) in enumerate(zip(sent.ops, results, strict=False)):
@@ -177,7 +177,7 @@ class Boundary:
                     raise result
                 raise Failed(op, result, index)
         self.fence = max(self.fence, sent.client.last_zxid)
-        if next(self._commits) % _TRIM_EVERY == 0:
+        if count and next(self._commits) % _TRIM_EVERY == 0:  # trims do not count: they log nothing
             self.on_trim_due()
         return results
 

@@ -9,6 +9,8 @@ which ``reap_guard`` does exactly once, because it takes the guard with it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,7 +46,8 @@ class Keys:
 
     def scan(self, t: Try, prefix: str, client: KazooClient | None = None) -> tuple[list[Found], dict[str, int]]:
         """Every key znode under ``prefix`` and each directory's pzxid (see ``Lookup``)."""
-        return self.lookup(client, [], [prefix]).wait(t)[1][0]
+        listing = self.lookup(client, [], [prefix]).wait(t)[1][0]
+        return listing.found, listing.dirs
 
     def lookup(self, client: KazooClient | None, keys: list[str], prefixes: list[str]) -> Lookup:
         """Start reading ``keys`` and the keys under ``prefixes`` on ``client`` (default the main one)."""
@@ -59,7 +62,7 @@ class Keys:
             if version is None
             else [("delete", paths.path, version)]
         )
-        return [*head, *self._blobs.unlink(paths.guard, blobs), ("delete", paths.guard), ("log", entry(b"D", key))]
+        return [*head, *self._blobs.unlink(paths.guard, blobs), ("delete", paths.guard), entry(b"D", key)]
 
     def remove(self, t: Try, key: str, version: int | None = -1, blob: Blob | None = None) -> None:
         """Commit ``removal``; ``blob`` is what the key's header holds (the guard's markers are read if it was wrong)."""
@@ -104,7 +107,13 @@ class Keys:
         self._zk.call(attempt)
 
 
-Listing = tuple[list[Found], dict[str, int]]  # the keys under a prefix, and each directory's pzxid
+@dataclass
+class Listing:
+    """The keys under a prefix, each directory's pzxid, and the keys the caller knew and had not read."""
+
+    found: list[Found] = field(default_factory=list)
+    dirs: dict[str, int] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
 
 
 class Lookup:
@@ -112,7 +121,10 @@ class Lookup:
 
     The first request goes out at once (a transaction sends it right behind
     its multi-op); ``wait`` sends the rest. A flat prefix costs two requests:
-    its children, then every key's znode.
+    its children, then the znodes of the keys among them. A key the caller
+    knows as of zxid ``through`` (a transaction, the keys it just wrote) is
+    not read when its directory's children did not change since (pzxid):
+    a prefix holding only those costs one request.
     """
 
     def __init__(self, layout: Layout, client: KazooClient, keys: list[str], prefixes: list[str]) -> None:
@@ -121,11 +133,13 @@ class Lookup:
         self._first = reads.send(client, [("data", layout.paths(k).path) for k in keys] + _listing(dirs))
         self._dirs = dirs
 
-    def wait(self, t: Try) -> tuple[list[tuple[Node, Any] | None], list[Listing]]:
+    def wait(
+        self, t: Try, known: Collection[str] = (), through: int = 0
+    ) -> tuple[list[tuple[Node, Any] | None], list[Listing]]:
         """Each key's node and stat (None if absent), and each prefix's listing."""
         results = self._first.wait(t)
         got = [None if reads.absent(r) else (decode(r[0]), r[1]) for r in results[: len(self._keys)]]
-        listings: list[Listing] = [([], {}) for _ in self._prefixes]
+        listings = [Listing() for _ in self._prefixes]
         dirs, rest = self._dirs, results[len(self._keys) :]
         while dirs or rest:
             found: list[tuple[int, str, str]] = []  # (prefix index, key, znode) to read
@@ -133,10 +147,15 @@ class Lookup:
             for (i, p, zp), (names, stat) in zip(dirs, zip(rest[0::2], rest[1::2], strict=True), strict=True):
                 if reads.absent(names) or reads.absent(stat):
                     continue
-                listings[i][1][p] = stat[1].pzxid
+                listings[i].dirs[p] = stat[1].pzxid
+                unchanged = stat[1].pzxid <= through
                 for name in names:
                     if name.startswith("="):
-                        found.append((i, join(p, unquote(name[1:])), f"{zp}/{name}"))
+                        key = join(p, unquote(name[1:]))
+                        if unchanged and key in known:
+                            listings[i].kept.append(key)
+                        else:
+                            found.append((i, key, f"{zp}/{name}"))
                     elif not name.startswith("~"):
                         deeper.append((i, join(p, unquote(name)), f"{zp}/{name}"))
             if not found and not deeper:
@@ -145,7 +164,7 @@ class Lookup:
             answers = pending.wait(t)
             for (i, key, _), answer in zip(found, answers, strict=False):
                 if not reads.absent(answer):
-                    listings[i][0].append((key, decode(answer[0]), answer[1]))
+                    listings[i].found.append((key, decode(answer[0]), answer[1]))
             dirs, rest = deeper, answers[len(found) :]
         return got, listings
 

@@ -123,7 +123,7 @@ class ZooKeeperStore(Store):
                 self._keys.remove(t, key)
             except Failed as exc:
                 if exc.on(NoNodeError, "delete", paths.guard):  # a key without a guard (not written by coord)
-                    self._zk.commit(t, [("delete", paths.path), ("log", entry(b"D", key))])
+                    self._zk.commit(t, [("delete", paths.path), entry(b"D", key)])
                     return True
                 if not exc.on(NoNodeError, "delete", paths.path):
                     raise
@@ -182,7 +182,7 @@ class ZooKeeperStore(Store):
         self._worker.watch(watch, key, tree, start_revision)
 
     def _unwatch(self, watch: WatchFeed) -> None:
-        self._worker.log.forget(watch)
+        self._worker.unwatch(watch)
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
         return self._sessions.grant(ttl)

@@ -142,7 +142,7 @@ def _put(p: Plan, txn: Txn, paths: KeyPaths, i: int, op: Op, state: _Key) -> Non
     else:  # created, or re-created: persistent <-> ephemeral, another session's, or an expired ttl key
         if state.there:
             if state.expired and not state.touched:
-                p.add(("log", entry(b"D", key)), "log", key, i)
+                p.add(entry(b"D", key), "log", key, i)
             p.add(("delete", paths.path, state.version), "write", key, i)
         p.add(("create", paths.path, data, lease is not None), "create", key, i)
         if not state.guard:
@@ -158,7 +158,7 @@ def _put(p: Plan, txn: Txn, paths: KeyPaths, i: int, op: Op, state: _Key) -> Non
         p.add(("create", f"{paths.guard}/{staged[0].name}", b""), "link", key, i)
         p.add(("delete", staged[1]), "record", key, i)
         state.blobs = [staged[0]]
-    p.add(("log", entry(b"P", key, data)), "log", key, i)
+    p.add(entry(b"P", key, data), "log", key, i)
     state.there, state.expired, state.touched = True, False, True
 
 
@@ -173,7 +173,7 @@ def _delete(p: Plan, paths: KeyPaths, i: int, key: str, state: _Key, first: bool
         p.add(("delete", f"{paths.guard}/{blob.name}"), "marker", key, i)
         p.add(("free", blob.name), "free", key, i)
     p.add(("delete", paths.guard), "guard-delete", key, i)
-    p.add(("log", entry(b"D", key)), "log", key, i)
+    p.add(entry(b"D", key), "log", key, i)
     p.outcomes[i] = not state.expired  # an expired ttl key was already gone for every read
     if not state.touched and state.created is not None:
         p.deleted[key] = state.created

@@ -198,7 +198,14 @@ class Transactions:
                 raise LeaseExpired("the lease expired during the transaction")
         if lookup is None:
             return results
-        got, listings = lookup.wait(t)
+        # The keys this transaction left written are listed as it wrote them (unless their directory changed since).
+        final: dict[str, KVPair] = {}
+        for op, result in zip(txn.ops, results, strict=True):
+            if isinstance(result, KVPair):
+                final[op.key] = result
+            elif op.kind == "delete":
+                final.pop(op.key, None)
+        got, listings = lookup.wait(t, final, zxid)
         gets, lists = iter(got), iter(listings)
         for i, op in enumerate(txn.ops):
             shadow = planned.shadows.get(i, {})
@@ -207,7 +214,9 @@ class Transactions:
                 pair = None if read is None else self._keys.pair(t, op.key, *read)
                 results[i] = self._as_left(t, planned, results, op.key, shadow[op.key]) if shadow else pair
             elif op.kind == "list":
-                pairs = {key: self._keys.pair(t, key, node, stat) for key, node, stat in next(lists)[0]}
+                listing = next(lists)
+                pairs = {key: self._keys.pair(t, key, node, stat) for key, node, stat in listing.found}
+                pairs.update((key, final[key]) for key in listing.kept)
                 for key, source in shadow.items():
                     pairs[key] = self._as_left(t, planned, results, key, source)
                 results[i] = [pair for pair in pairs.values() if pair is not None]

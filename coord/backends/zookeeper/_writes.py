@@ -62,7 +62,7 @@ class _Put:
     def ops(self, unlink: list[Op]) -> list[Op]:
         """What follows the znode's own change: drop the old value's chunks, own the new ones, log it."""
         link = [] if self.staged is None else Blobs.link(self.at.guard, *self.staged)
-        return [*unlink, *link, ("log", entry(b"P", self.key, self.data))]
+        return [*unlink, *link, entry(b"P", self.key, self.data)]
 
 
 class Writer:
@@ -161,7 +161,7 @@ class Writer:
                 stat = self._zk.commit(t, [("set", path, put.data, stat.version), *rest], put.client)[0]
                 return self._written(put, stat, stat.czxid)
             # ephemeral <-> persistent, or another session: the znode is re-created
-            gone = [("log", entry(b"D", put.key))] if expired else []
+            gone = [entry(b"D", put.key)] if expired else []
             ops = [*gone, ("delete", path, stat.version), ("create", path, put.data, ephemeral)]
             stat = self._zk.commit(t, [*ops, ("set", put.at.guard, b""), *rest], put.client)[len(ops)]
             return self._written(put, stat, stat.mzxid)
