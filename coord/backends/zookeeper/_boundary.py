@@ -8,12 +8,15 @@ decide by what failed, not by an index they would have to keep in step.
 
 Read your own writes across sessions: a Store writes through its main
 session and through its lease sessions, which may be connected to different
-servers; a follower serves reads from what it has applied. ``fence`` is the
-newest zxid a write of this Store returned; ``fresh(client)`` sends a
-``sync`` ahead of a session's reads when that session has not yet seen the
-fence. ZooKeeper holds a session's later requests behind its sync, so the
-reads see every write this Store made, at no extra round trip for the client
-(the sync is pipelined with them), and only when a session is behind.
+servers, and a follower serves reads from what it has applied. ``fence`` is
+the newest zxid a write of this Store returned. ``reader()`` is a client
+whose reads see it: the main one once it has seen a zxid that new, else the
+session that made that write (a server that applied a zxid applied every
+earlier one), so the usual case costs nothing. Where the session is given
+(a transaction reads on the session it writes with), ``fresh(client)`` sends
+a ``sync`` ahead of the reads if that session is behind: ZooKeeper holds a
+session's later requests behind its sync, so it costs no round trip of the
+client's, only the server's wait for the leader.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class Boundary:
         self.on_trim_due: Callable[[], None] = lambda: None
         self._commits = itertools.count(1)
         self.fence = 0  # the newest zxid a write of this Store returned, on any of its sessions
+        self._fenced: KazooClient | None = None  # the session that returned it
 
     def call(self, fn: Callable[[Try], T], timeout: float | None = None) -> T:
         """Run ``fn``, retrying transient failures within the timeout; translate kazoo's errors."""
@@ -176,10 +180,22 @@ class Boundary:
                 if isinstance(result, TRANSIENT):
                     raise result
                 raise Failed(op, result, index)
-        self.fence = max(self.fence, sent.client.last_zxid)
+        if sent.client.last_zxid >= self.fence:
+            self.fence, self._fenced = sent.client.last_zxid, sent.client
         if count and next(self._commits) % _TRIM_EVERY == 0:  # trims do not count: they log nothing
             self.on_trim_due()
         return results
+
+    def reader(self) -> KazooClient:
+        """A client whose reads see every write of this Store (see the module docstring)."""
+        client = self.client
+        if client.last_zxid >= self.fence:
+            return client
+        fenced = self._fenced
+        if fenced is not None and fenced.connected and fenced.last_zxid >= self.fence:
+            return fenced
+        self.fresh(client)
+        return client
 
     def fresh(self, client: KazooClient) -> None:
         """Before reads on ``client``: make them see every write of this Store (see the module docstring)."""

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NoNodeError, UnimplementedError
 
 from ..._store import matches
@@ -46,7 +47,7 @@ from . import _reads as reads
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Retry, Try
 from ._keys import Found, Keys
-from ._layout import Layout, Node, key_hash, read_entry
+from ._layout import Layout, Node, decode, key_hash, read_entry
 
 Track = Callable[[str, Node, Any], None]  # told of every put a watch delivered: (key, node, stat)
 
@@ -97,7 +98,7 @@ class Log:
         self._lock = threading.Lock()  # guards _live and _announced: watches end on any thread, kazoo announces
         self._live: dict[WatchFeed, _Live] = {}
         self._relevant: frozenset[str] | None = frozenset()  # hashes of the watched keys; None: every entry
-        self._announced: list[str] = []  # entries announced and not read yet
+        self._announced: list[tuple[int, str, reads.Pending | None]] = []  # entries announced, being read
         self.seq: int | None = None  # the log's position: the last entry read or passed over; None if unknown
         self._heard = -1  # the newest entry announced
         self.persistent: bool | None = None  # whether the server keeps persistent watches (None: not tried yet)
@@ -118,41 +119,47 @@ class Log:
         self._relevant = None if any(live.tree for live in lives) else frozenset(key_hash(live.key) for live in lives)
 
     def announce(self, name: str) -> bool:
-        """kazoo's I/O thread: entry ``name`` was created. Whether a read of the announced entries is now due."""
+        """kazoo's I/O thread: entry ``name`` was created. Whether a read of the announced entries is now due.
+
+        An entry a watch may want is read at once, from this thread: its
+        reply is on its way before the worker thread wakes up.
+        """
         parsed = self._layout.parse(name)
         if parsed is None or parsed[0] != "e":
             return False
         _, digest, seq = parsed
         with self._lock:
             self._heard = max(self._heard, seq)
-            if self._relevant is not None and digest is not None and digest not in self._relevant:
+            if not _wanted(digest, self._relevant):
                 return False  # no watch of this Store wants it
-            self._announced.append(name)
+            sent = reads.send(self._zk.client, [("data", f"{self._layout.log}/{name}")])
+            self._announced.append((seq, name, sent))
             return len(self._announced) == 1
 
     def read_announced(self) -> None:
-        """Read and deliver the entries announced since the last call, in one request."""
+        """Deliver the entries announced since the last call."""
         with self._lock:
-            names, self._announced = self._announced, []
-        if not names or not self.watched():
-            return
-        self._zk.call(lambda t: self._read(t, [(seq, name) for seq, name, _ in self._layout.entries(names)]))
+            announced, self._announced = self._announced, []
+        if announced and self.watched():
+            self._zk.call(lambda t: self._read(t, announced))
 
-    def _read(self, t: Try, entries: list[tuple[int, str]]) -> None:
+    def _read(self, t: Try, entries: list[tuple[int, str, reads.Pending | None]]) -> None:
         """Deliver ``entries`` (in log order) newer than the position; re-sync if one was trimmed before we read it."""
-        entries = [(seq, name) for seq, name in entries if self.seq is None or seq > self.seq]
-        results = reads.send(self._zk.client, [("data", f"{self._layout.log}/{name}") for _, name in entries])
+        entries = [entry for entry in entries if self.seq is None or entry[0] > self.seq]
+        if t.retried or any(sent is None for _, _, sent in entries):  # read them now (again, if a try failed)
+            pending = reads.send(self._zk.client, [("data", f"{self._layout.log}/{name}") for _, name, _ in entries])
+            results = pending.wait(t)
+        else:
+            results = [sent.wait(t)[0] for _, _, sent in entries if sent is not None]
         watches = self.watched()
-        for (seq, _), result in zip(entries, results.wait(t), strict=True):
+        for (seq, _, _), result in zip(entries, results, strict=True):
             try:
                 if reads.absent(result):
                     raise Retry("trimmed")
                 self._deliver(t, seq, result[0], result[1], watches)
             except Retry:  # the entry, or the chunks of its value, trimmed: re-sync every watch from the current state
                 self._resync(t)
-                self.seq = max(
-                    self._heard, entries[-1][0]
-                )  # only now: a retry after a failed re-sync must re-sync again
+                self.seq = max(self._heard, entries[-1][0])  # only now: a retry after a failed re-sync re-syncs again
                 return
             self.seq = seq
 
@@ -179,7 +186,9 @@ class Log:
             return
         with self._lock:
             relevant = self._relevant
-        self._read(t, [(seq, name) for seq, name, digest in entries if seq > position and _wanted(digest, relevant)])
+        self._read(
+            t, [(seq, name, None) for seq, name, digest in entries if seq > position and _wanted(digest, relevant)]
+        )
         self.seq = max(self.seq or -1, entries[-1][0] if entries else -1)
 
     def _deliver(self, t: Try, seq: int, data: bytes, stat: Any, watches: list[tuple[WatchFeed, _Live]]) -> None:
@@ -220,7 +229,6 @@ class Log:
             self.listening = bool(self.persistent)
         if not self.persistent and self.seq is None:
             self._catch_up(t)  # arms the child watch, and positions the log at its end
-        self._zk.fresh(client)  # the snapshot must see this Store's writes through its other sessions
         if start is not None:
             marker = t.wait(client.get_async(self._layout.log))[0]
             if start > int(marker or b"0"):
@@ -264,10 +272,11 @@ class Log:
         for each key written since, a delete for each key gone), as a relist
         does in Kubernetes' informers.
         """
-        found, dirs = self._scan(t, live)
+        reader = self._zk.reader()  # it must see this Store's writes through its other sessions
+        found, dirs = self._scan(t, live, reader)
         live.marks = {k: stat.mzxid for k, _, stat in found}
         live.dirs = dirs
-        live.until = self._zk.client.last_zxid
+        live.until = reader.last_zxid
         nodes = sorted((f for f in found if not f[1].expired(f[2])), key=lambda f: f[0])
         if resync:
             nodes = [(k, n, stat) for k, n, stat in nodes if live.has.get(k) != stat.mzxid]
@@ -282,17 +291,17 @@ class Log:
             self._track(k, node, stat)
         watch.revision = max(watch.revision, live.until)
 
-    def _scan(self, t: Try, live: _Live) -> tuple[list[Found], dict[str, int]]:
+    def _scan(self, t: Try, live: _Live, client: KazooClient) -> tuple[list[Found], dict[str, int]]:
         """The watch's keys, and the pzxid of each directory a key absent from them would have been listed in."""
         parts = live.key.split("/")
         above = ["/".join(parts[:i]) for i in range(len(parts))]
-        chain = reads.send(self._zk.client, [("data", self._layout.dir(a)) for a in above])
-        if live.tree:
-            found, dirs = self._keys.scan(t, live.key)
-        else:
-            read = self._keys.read(t, live.key)
-            dirs, found = {}, [] if read is None else [(live.key, *read)]
-        for a, result in zip(above, chain.wait(t), strict=True):
+        mine = [] if live.tree else [("data", self._layout.paths(live.key).path)]
+        chain = reads.send(client, [*mine, *(("data", self._layout.dir(a)) for a in above)])
+        found, dirs = self._keys.scan(t, live.key, client) if live.tree else ([], {})
+        results = chain.wait(t)
+        if mine and not reads.absent(results[0]):
+            found = [(live.key, decode(results[0][0]), results[0][1])]
+        for a, result in zip(above, results[len(mine) :], strict=True):
             if not reads.absent(result):
                 dirs.setdefault(a, result[1].pzxid)
         return found, dirs

@@ -82,24 +82,22 @@ class ZooKeeperStore(Store):
 
     def _get(self, key: str) -> KVPair | None:
         def attempt(t: Try) -> KVPair | None:
-            self._zk.fresh(self._zk.client)
-            read = self._keys.read(t, key)
+            read = self._keys.read(t, key, self._zk.reader())
             return None if read is None else self._keys.pair(t, key, *read)
 
         return self._zk.call(attempt)
 
     def _exists(self, key: str) -> bool:
         def attempt(t: Try) -> bool:
-            self._zk.fresh(self._zk.client)
-            read = self._keys.read(t, key)
+            read = self._keys.read(t, key, self._zk.reader())
             return read is not None and not read[0].expired(read[1])
 
         return self._zk.call(attempt)
 
     def _list(self, prefix: str) -> builtins.list[KVPair]:
         def attempt(t: Try) -> builtins.list[KVPair]:
-            self._zk.fresh(self._zk.client)
-            pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in self._keys.scan(t, prefix)[0])
+            found = self._keys.scan(t, prefix, self._zk.reader())[0]
+            pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in found)
             return [pair for pair in pairs if pair is not None]
 
         return self._zk.call(attempt)

@@ -61,6 +61,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._ephemerals: dict[str, str] = {}  # watched lease keys: path -> key
         self._retry_tail: Timer | None = None
+        self._idle: Timer | None = None
         notify.hook(zk.client, layout.log, self._announced)
 
     def submit(self, name: str, task: Callable[[], None]) -> None:
@@ -95,9 +96,9 @@ class Worker:
     def unwatch(self, watch: WatchFeed) -> None:
         """Stop feeding ``watch``; with none left for a while, stop hearing of the log."""
         self.log.forget(watch)
-        if not self.log.watched():
+        if not self.log.watched() and (self._idle is None or not self._idle.pending):
             idle = functools.partial(self.submit, "idle", self.log.idle)
-            self._timers.call_at(self._clock.now() + _IDLE, idle)
+            self._idle = self._timers.call_at(self._clock.now() + _IDLE, idle)
 
     def _announced(self, name: str) -> None:
         """kazoo's I/O thread: a log entry was created."""
