@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, Session
 # the last two create ROOT/log/<name><seq> and ROOT/log/b<seq>.
 Op = tuple[Any, ...]
 _TRIM_EVERY = 64  # commits between two trims of the log
+_MAX_SESSION = (2**31 - 1) / 1000  # seconds: the most a session timeout can ask for
+_MAX_WAIT = min(threading.TIMEOUT_MAX, 365 * 86400.0)  # the longest wait threading takes
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Try:
     retried: bool = False
 
     def wait(self, result: Any) -> Any:
-        return result.get(timeout=max(0.001, self.deadline - time.monotonic()))
+        return result.get(timeout=min(_MAX_WAIT, max(0.001, self.deadline - time.monotonic())))
 
 
 class Failed(Exception):
@@ -93,12 +96,15 @@ def connect(hosts: str, ttl: float, timeout: float) -> KazooClient:
 def open_client(hosts: str, ttl: float) -> KazooClient:
     # command_retry=None: retries are ours (``call``), so a write retried after a lost reply can check itself.
     retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=1.0)
-    return KazooClient(hosts=hosts, timeout=ttl, connection_retry=retry, command_retry=None, logger=log)
+    # The protocol carries the session timeout as a signed 32-bit count of ms; the server grants at most its
+    # maxSessionTimeout anyway (40 s by default), and the lease reports what it granted.
+    timeout = min(ttl, _MAX_SESSION)
+    return KazooClient(hosts=hosts, timeout=timeout, connection_retry=retry, command_retry=None, logger=log)
 
 
 def start(client: KazooClient, hosts: str, timeout: float) -> None:
     try:
-        client.start(timeout=timeout)
+        client.start(timeout=min(_MAX_WAIT, timeout))
     except KazooTimeoutError as exc:
         raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}") from exc
 
@@ -115,7 +121,7 @@ class Boundary:
     """The Store's main client, and the one place kazoo's errors become coord's."""
 
     def __init__(self, hosts: str, timeout: float, session_timeout: float, log_path: str) -> None:
-        self.hosts, self.timeout, self._log = hosts, timeout, log_path
+        self.hosts, self.timeout, self._log = hosts, min(timeout, _MAX_WAIT), log_path
         self.client = connect(hosts, session_timeout, timeout)
         self.on_trim_due: Callable[[], None] = lambda: None
         self._commits = itertools.count(1)

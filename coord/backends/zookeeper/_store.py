@@ -56,6 +56,10 @@ class ZooKeeperStore(Store):
         root = "/" + root.strip("/")
         if root == "/" or history < 1:
             raise ConfigurationError("root must not be '/', and history must be at least 1")
+        if not (timeout > 0 and session_timeout > 0):  # also refuses NaN; an infinite one waits as long as threads can
+            raise ConfigurationError(
+                f"timeout and session_timeout must be positive, not {timeout!r}, {session_timeout!r}"
+            )
         chroot = "/" + location.path.strip("/") if location.path.strip("/") else ""
         hosts = ",".join(f"{h}:{p}" for h, p in location.endpoints(2181)) + chroot
         self._url = f"zookeeper://{hosts}"
