@@ -6,8 +6,9 @@ while the guard holds a chunks' marker (the old value's chunks then need a
 free record, so the write takes the slow path). The slow path reads the
 znode first and writes conditionally on the version it read; it is also the
 only path for creates, ttl keys replaced after expiry, lease keys and big
-values. A write retried after a lost reply first checks, by the nonce in
-the header, whether its first attempt was applied.
+values; a create-only write tries its create before reading anything. A
+write retried after a lost reply first checks, by the nonce in the header,
+whether its first attempt was applied.
 """
 
 from __future__ import annotations
@@ -123,7 +124,11 @@ class Writer:
         return self._written(put, stat, stat.czxid) if stat.ephemeralOwner == 0 else None
 
     def _put_slow(self, t: Try, put: _Put) -> KVPair:
-        self._zk.fresh(put.client)
+        if put.expect == "absent":  # the create proves the key absent: read it only if it is there
+            done = self._create(t, put)
+            if done is not None:
+                return done
+        self._zk.fresh(put.client)  # the read decides the write: it must see this Store's writes
         for _ in range(100):
             read = self._keys.read(t, put.key, put.client)
             done = self._create(t, put) if read is None else self._replace(t, put, *read)
