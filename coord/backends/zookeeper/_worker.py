@@ -190,6 +190,7 @@ class Worker:
             path = self._layout.paths(key).path
             if path not in self._ephemerals:
                 self._ephemerals[path] = key
-                self._check_ephemeral(path, key)
+                check = functools.partial(self._check_ephemeral, path, key)
+                self.submit("ephemeral", lambda: self._retrying(check))  # next: a new watch need not wait for it
         if node.ttl_ms:
             self._schedule(key, stat.mzxid, (stat.mtime + node.ttl_ms) / 1000)
