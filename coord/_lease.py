@@ -210,11 +210,16 @@ class LeaseKeeper:
             self._callbacks.call_soon(functools.partial(_call, callback, lease))
 
     def close(self) -> None:
-        """Stop renewing every lease (the Store revokes them)."""
+        """Stop renewing every lease, and count each as revoked here (the Store revokes them on its side).
+
+        A holder of one of them reports not held from now on: after
+        ``Store.close()`` nobody in this process may act on a lease of it.
+        """
         with self.lock:
             self._closed = True
             for kept in self._leases.values():
                 kept.cancel()
+                kept.revoked = True
             self._leases.clear()
 
     # -- the timers ----------------------------------------------------------

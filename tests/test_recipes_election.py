@@ -6,25 +6,18 @@ import queue
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from recipe_support import Child, Children, first, run, wait_for
 
 import coord
 from coord.testing import FaultyStore
+from tests.support import Child, Children, first, run, wait_for
 
 TTL = 2.0  # etcd's minimum lease; short enough for a fast suite
 # Generous bounds for a noisy 2-core machine; the precise numbers belong in benchmarks/failover.py.
 KILL_BOUND = TTL + 1.0 + 1.0
 RESIGN_BOUND = 2.0
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 # -- one process, every backend ------------------------------------------------------
@@ -163,9 +156,9 @@ def test_a_leader_whose_lease_is_lost_stops_leading_before_anyone_else_leads(
 def test_a_lost_create_reply_leaves_no_orphaned_ticket(faulty: Callable[[], FaultyStore]) -> None:
     name = unique("svc")
     store = faulty()
-    store.inject("lose_reply", op="atomic_put")  # the create lands, but the candidate hears an error
+    store.inject("lose_reply", op="transaction")  # the create lands, but the candidate hears an error
     leadership = coord.Election(name, store=store, ttl=TTL).campaign(timeout=10)
-    assert store.injected == [("atomic_put", "lose_reply")]
+    assert store.injected == [("transaction", "lose_reply")]
     assert [pair.created for pair in store.list(f"election/{name}")] == [leadership.token]
     leadership.resign()
     assert store.list(f"election/{name}") == []

@@ -81,6 +81,7 @@ ALLOWED = {
     "recipes": {"contract", "recipes"},
     "testing": {"contract", "testing", "recipes", "api"},
     "backends": {"contract"},
+    "bench": {"api", "contract", "recipes", "testing", "bench"},
 }
 
 

@@ -21,20 +21,34 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from fault_children import fenced_put
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import coord
 from coord.backends.memory import MemoryStore
-from coord.testing import FaultyStore, Killed, Scheduler, Task
+from coord.testing import FaultKind, FaultyStore, Killed, Scheduler, Task
+
+from .fault_children import fenced_put
 
 __all__ = ["TTL", "Client", "ClientsMachine", "fenced_put"]
 
 TTL = 3.0
 #: Clock steps, as fractions of the ttl: below and around the renewal interval (ttl/3), the ttl, beyond.
 STEPS = [0.02, 0.15, 0.34, 0.5, 0.9, 1.0, 1.7]
-OPS = ["get", "put", "delete", "list", "atomic_put", "atomic_delete", "watch", "lease", "keepalive", "revoke"]
+FAULTS: list[FaultKind] = ["fail", "lose_reply", "delay"]
+OPS = [
+    "get",
+    "put",
+    "delete",
+    "list",
+    "atomic_put",
+    "atomic_delete",
+    "transaction",
+    "watch",
+    "lease",
+    "keepalive",
+    "revoke",
+]
 #: What a recipe call may legitimately raise under injected faults; anything else is a bug.
 EXPECTED_ERRORS = (coord.CoordError, TimeoutError)
 
@@ -68,8 +82,9 @@ class ClientsMachine(RuleBasedStateMachine):
         self.clock = coord.ManualClock()
         self.url = f"memory://stateful-{uuid.uuid4().hex}"
         # Opened first, so the data's clock is ours and its expiry runs first at each moment.
-        self.spy = coord.connect(self.url, clock=self.clock)
-        assert isinstance(self.spy, MemoryStore)
+        spy = coord.connect(self.url, clock=self.clock)
+        assert isinstance(spy, MemoryStore)
+        self.spy = spy
         self.scheduler = Scheduler(self.clock, stall_timeout=30.0)
         self.generations = 0
         self.clients = [self._new_client(index) for index in range(self.CLIENTS)]
@@ -178,7 +193,7 @@ class ClientsMachine(RuleBasedStateMachine):
     def _inject(self, data: st.DataObject) -> None:
         """The client's next operations of one kind fail, lose their replies, or are slow."""
         client = data.draw(st.sampled_from(self.clients), label="client")
-        kind = data.draw(st.sampled_from(["fail", "lose_reply", "delay"]), label="kind")
+        kind = data.draw(st.sampled_from(FAULTS), label="kind")
         op = data.draw(st.sampled_from(OPS), label="op")
         count = data.draw(st.integers(1, 3), label="count")
         delay = data.draw(st.sampled_from([0.05, 0.5, 1.0]), label="delay") * TTL if kind == "delay" else 0.0

@@ -26,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis.configuration import set_hypothesis_home_dir
@@ -33,7 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, run_state_machine_as_test
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "coord-hypothesis")
 
-_COMMON = {
+_COMMON: dict[str, Any] = {
     "deadline": None,
     "database": None,
     "derandomize": False,
@@ -49,9 +50,9 @@ MIN_STEPS = {"coord-ci": 50, "coord-dev": 20, "coord-soak": 100}
 PROFILE = f"coord-{os.environ.get('COORD_HYPOTHESIS_PROFILE', 'ci')}"
 
 
-def profile(**overrides: object) -> settings:
+def profile(**overrides: Any) -> settings:
     """The chosen profile's settings, with ``overrides``."""
-    return settings(settings.get_profile(PROFILE), **overrides)  # type: ignore[arg-type]
+    return settings(settings.get_profile(PROFILE), **overrides)
 
 
 def hunting() -> settings:
@@ -89,12 +90,12 @@ def run_machine(machine: type[RuleBasedStateMachine], chosen: settings | None = 
     def factory() -> RuleBasedStateMachine:
         counts.examples += 1
         built = machine()
-        built.counts = counts  # type: ignore[attr-defined]
+        built.__dict__["counts"] = counts  # read by the machine at its teardown
         return built
 
     blob = getattr(machine, "_hypothesis_internal_use_reproduce_failure", None)
     if blob is not None:
-        factory._hypothesis_internal_use_reproduce_failure = blob  # type: ignore[attr-defined]
+        factory.__dict__["_hypothesis_internal_use_reproduce_failure"] = blob
     else:
         seeded: Callable[[], RuleBasedStateMachine] = seed(used)(factory)
         assert seeded is factory

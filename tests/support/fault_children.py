@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2])]
 
 import coord
 
@@ -28,7 +28,9 @@ PAUSE = 0.05  # between a child's actions
 
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    """One line, in one write: a child killed mid-line must not leave half a line (stdout is unbuffered)."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
 
 
 def fenced_put(store: coord.Store, key: str, token: int, value: bytes) -> bool:
