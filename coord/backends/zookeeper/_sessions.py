@@ -123,8 +123,20 @@ class Sessions:
             for (lease, key), (session, _) in zip(leased, entries, strict=True):
                 # Before sending: revoke must find the key even if the write's reply is lost.
                 session.leases.setdefault(lease.id, set()).add(key)
-                self._lease_objects[lease.id] = lease
+                self._know(lease)
         return entries[0][0].client, entries[0][1]
+
+    def _know(self, lease: Lease) -> None:
+        """Keep the Lease object, and end the lease here too once the keeper counts it lost (lock held).
+
+        kazoo keeps a session alive by itself, so a lease whose renewals
+        stopped reaching coord (its deadline passed on the client) would
+        outlive its deadline on the server: its keys are deleted then, as
+        the server would if the lease were its own.
+        """
+        if lease.id not in self._lease_objects:
+            lease.on_lost(lambda lost: self._defer(lambda: self.revoke(lost)))
+        self._lease_objects[lease.id] = lease
 
     def held(self, lease_id: int, sid: int) -> bool:
         """Whether the lease is still held by the session ``sid`` (a write just made under it counts)."""
@@ -134,7 +146,8 @@ class Sessions:
     def keepalive(self, lease: Lease) -> bool:
         with self._lock:
             entry = self._lease_of.get(lease.id)
-            self._lease_objects[lease.id] = lease
+            if entry is not None:
+                self._know(lease)
         if entry is None:
             return False
         session, sid = entry
