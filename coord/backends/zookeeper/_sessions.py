@@ -40,6 +40,7 @@ class _Session:
     connected: threading.Event = field(default_factory=threading.Event)
     leases: dict[int, set[str]] = field(default_factory=dict)  # lease id -> keys written with it
     closing: bool = False
+    granting: int = 0  # grants waiting for it to connect: it is not idle
 
     @property
     def sid(self) -> int | None:
@@ -58,14 +59,19 @@ class Sessions:
         ms = math.ceil(ttl * 1000)
         with self._lock:
             session = self._sessions.get(ms)
-            if session is None:
+            if session is None or session.closing:  # none, or its last lease just ended: a new one
                 session = self._sessions[ms] = self._open(ttl)
-        if not session.connected.wait(self._zk.timeout) or session.sid is None:
-            raise StoreUnavailable(f"cannot reach ZooKeeper at {self._zk.hosts}")
-        lease_id = random.getrandbits(63) or 1
-        with self._lock:
-            session.leases[lease_id] = set()
-            self._lease_of[lease_id] = (session, session.sid)
+            session.granting += 1
+        try:
+            if not session.connected.wait(self._zk.timeout) or session.sid is None:
+                raise StoreUnavailable(f"cannot reach ZooKeeper at {self._zk.hosts}")
+            lease_id = random.getrandbits(63) or 1
+            with self._lock:
+                session.leases[lease_id] = set()
+                self._lease_of[lease_id] = (session, session.sid)
+        finally:
+            with self._lock:
+                session.granting -= 1
         return lease_id, session.granted
 
     def _open(self, ttl: float) -> _Session:
@@ -189,11 +195,11 @@ class Sessions:
 
     def _close_if_idle(self, session: _Session) -> None:
         with self._lock:
-            idle = not session.leases
+            idle = not session.leases and not session.granting
             if idle:
+                session.closing = True
                 self._sessions = {ms: s for ms, s in self._sessions.items() if s is not session}
         if idle:
-            session.closing = True
             stop(session.client)
 
     def close(self) -> None:
