@@ -219,14 +219,12 @@ class Log:
     def _start(self, t: Try, watch: WatchFeed, live: _Live, start: int | None) -> None:
         client = self._zk.client
         if self.persistent is not False and not self.listening:
-            added = notify.add(client, self._layout.log)  # ahead of the snapshot's reads, on the same session
-            if self.persistent is None:  # the first time: does the server know persistent watches?
-                try:
-                    t.wait(added)
-                    self.persistent = True
-                except UnimplementedError:  # a server before 3.6: tail by a child watch
-                    self.persistent = False
-            self.listening = bool(self.persistent)
+            # Confirmed before the snapshot is read (maybe on another session): no entry falls in between.
+            try:
+                t.wait(notify.add(client, self._layout.log))
+                self.persistent = self.listening = True
+            except UnimplementedError:  # a server before 3.6: tail by a child watch
+                self.persistent = False
         if not self.persistent and self.seq is None:
             self._catch_up(t)  # arms the child watch, and positions the log at its end
         if start is not None:
