@@ -102,7 +102,7 @@ def test_the_longest_ttl_is_thirty_days(store: coord.Store) -> None:
     assert store.put("v", b"", ttl=longest).key == "v"
     assert store.exists("v")
     with store.lease(longest) as lease:
-        assert lease.alive and 0 < lease.ttl
+        assert lease.alive and lease.ttl > 0
         assert store.put("l", b"", lease=lease).lease == lease.id
 
 
