@@ -85,6 +85,30 @@ def test_a_mutation_whose_reply_was_lost_is_not_applied_twice(namespace: str) ->
         assert summary(events) == [("put", "once", b"1"), ("put", "once", b"2"), ("delete", "once", None)]
 
 
+def test_a_transaction_whose_reply_was_lost_reports_its_own_success(namespace: str) -> None:
+    with coord.connect(_url(namespace)) as store:
+        real = store._redis.evalsha  # type: ignore[attr-defined]
+        calls: list[bool] = []
+
+        def lose_first_reply(*args: Any) -> Any:
+            reply = real(*args)
+            calls.append(True)
+            if len(calls) == 1:
+                store.put("q/later", b"")  # a change after the transaction, which its retry must not show
+                raise redis.ConnectionError("connection reset")
+            return reply
+
+        store._redis.evalsha = lose_first_reply  # type: ignore[attr-defined]
+        txn = store.transaction()
+        txn.put("q/mine", b"1", previous=None)  # a plain retry would say KeyExists
+        txn.list("q")
+        mine, queue = txn.commit()
+        store._redis.evalsha = real  # type: ignore[attr-defined]
+        assert len(calls) == 3  # the transaction, the put inside the hook, the retry
+        assert store.get("q/mine") == mine
+        assert [pair.key for pair in queue] == ["q/mine"], "the retry replied with the state of its first attempt"
+
+
 def test_a_watch_behind_the_trimmed_log_resyncs_with_the_current_state(namespace: str) -> None:
     # XADD MAXLEN ~ trims whole stream nodes (100 entries by default), so write well past them.
     with coord.connect(_url(namespace, history=10)) as store:

@@ -10,9 +10,11 @@ id (``once``), so a retry after a lost reply cannot apply it twice.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..._errors import CoordError, LeaseExpired
 from ..._store import check_revision
+from ..._txn import ANY, Op
 from ..._types import KVPair
 
 KEYS = ("kv", "idx", "ttl", "leases", "lkeys", "rev", "log", "leaseid")
@@ -55,12 +57,28 @@ local function remove(key)
   return true
 end
 
--- a conditional write finding rec: expected is '' (any), 'new' (absent) or a revision
-local function check(rec, expected)
+-- a conditional write finding rec: expected is '' (any), 'new' (absent) or a revision;
+-- op is the failing operation's number in a transaction
+local function check(rec, expected, op)
   if expected == '' then return end
   local rev = rec and fields(rec)
   if expected == 'new' and not rec or rec and rev == tonumber(expected) then return end
-  fail('REVISION ' .. (rec and int(rev) or '-') .. ' ' .. expected)
+  fail('REVISION ' .. (rec and int(rev) or '-') .. ' ' .. expected .. ' ' .. (op or 0))
+end
+
+-- write a key (the conditions were checked): its record, index, ttl and lease -> "revision:created:lease"
+local function write(key, value, ttl, lease)
+  local rec = redis.call('HGET', KV, key)
+  local _, created, old_lease
+  if rec then _, created, old_lease = fields(rec) end
+  local new = append('p', key, value)
+  created = created or new
+  redis.call('HSET', KV, key, new .. ':' .. created .. ':' .. lease .. ':' .. value)
+  redis.call('ZADD', IDX, 0, key)
+  if ttl ~= '' then redis.call('ZADD', TTL, NOW + tonumber(ttl), key) else redis.call('ZREM', TTL, key) end
+  if old_lease and old_lease ~= '' and old_lease ~= lease then redis.call('ZREM', LKEYS, old_lease .. '/' .. key) end
+  if lease ~= '' then redis.call('ZADD', LKEYS, 0, lease .. '/' .. key) end
+  return new .. ':' .. created .. ':' .. lease
 end
 
 -- the ZRANGEBYLEX bounds of the keys strictly under prefix ('0' follows '/')
@@ -94,20 +112,56 @@ SCRIPTS = {
     "put": """
 return once(function()
   local key, value, expected, ttl, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-  local rec = redis.call('HGET', KV, key)
-  local rev, created, old_lease
-  if rec then rev, created, old_lease = fields(rec) end
-  check(rec, expected)
+  check(redis.call('HGET', KV, key), expected)
   if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE') end
-  local new = append('p', key, value)
-  created = created or new
-  redis.call('HSET', KV, key, new .. ':' .. created .. ':' .. lease .. ':' .. value)
-  redis.call('ZADD', IDX, 0, key)
-  if ttl ~= '' then redis.call('ZADD', TTL, NOW + tonumber(ttl), key) else redis.call('ZREM', TTL, key) end
-  if old_lease and old_lease ~= '' and old_lease ~= lease then redis.call('ZREM', LKEYS, old_lease .. '/' .. key) end
-  if lease ~= '' then redis.call('ZADD', LKEYS, 0, lease .. '/' .. key) end
-  return new .. ':' .. created .. ':' .. lease
+  return write(key, value, ttl, lease)
 end)
+""",
+    # ARGV: ops, each a kind and its fields: 'p' key value expected ttl lease, 'd' key expected,
+    # 'c' key expected, 'g' key, 'l' prefix -> one reply per op (see ``txn_results``)
+    "txn": """
+local done = KEYS[9] and redis.call('GET', KEYS[9])
+if done then return cmsgpack.unpack(done) end
+local ops, i = {}, 3
+while i <= #ARGV do
+  local kind = ARGV[i]
+  local width = kind == 'p' and 6 or (kind == 'd' or kind == 'c') and 3 or 2
+  ops[#ops + 1] = i
+  i = i + width
+end
+-- every condition against the store as it was before the transaction
+for n, at in ipairs(ops) do
+  local kind, key = ARGV[at], ARGV[at + 1]
+  local expected = (kind == 'p' and ARGV[at + 3]) or ((kind == 'd' or kind == 'c') and ARGV[at + 2]) or ''
+  if expected ~= '' then check(redis.call('HGET', KV, key), expected, n) end
+  if kind == 'p' and ARGV[at + 5] ~= '' and not redis.call('ZSCORE', LEASES, ARGV[at + 5]) then fail('LEASE ' .. n) end
+end
+local function body()
+  local reply = {}
+  for n, at in ipairs(ops) do
+    local kind, key = ARGV[at], ARGV[at + 1]
+    if kind == 'p' then
+      reply[n] = write(key, ARGV[at + 2], ARGV[at + 4], ARGV[at + 5])
+    elseif kind == 'd' then
+      reply[n] = remove(key) and '1' or '0'
+    elseif kind == 'g' then
+      reply[n] = redis.call('HGET', KV, key) or ''
+    elseif kind == 'l' then
+      local found = {}
+      for _, name in ipairs(redis.call('ZRANGEBYLEX', IDX, under(key))) do
+        found[#found + 1] = name
+        found[#found + 1] = redis.call('HGET', KV, name)
+      end
+      reply[n] = found
+    else
+      reply[n] = ''
+    end
+  end
+  return reply
+end
+local reply = body()
+if KEYS[9] then redis.call('SET', KEYS[9], cmsgpack.pack(reply), 'PX', ARGV[2]) end
+return reply
 """,
     # ARGV: key, expected revision or '' -> '1' deleted, '0' absent
     "delete": """
@@ -168,7 +222,7 @@ return reply
 
 
 #: The scripts that change the store, each with a request id.
-MUTATIONS = frozenset({"put", "delete", "delete_tree", "grant"})
+MUTATIONS = frozenset({"put", "delete", "delete_tree", "grant", "txn"})
 
 
 def _conflict(rest: str) -> CoordError:
@@ -185,6 +239,53 @@ ERRORS: dict[str, Callable[[str], CoordError]] = {
     "REVISION": _conflict,
     "LEASE": lambda _: LeaseExpired("the lease has expired"),
 }
+
+
+def failed_op(error: CoordError) -> int | None:
+    """The index of the transaction's operation whose condition failed (its number follows the error's fields)."""
+    cause = str(error.__cause__ or "").split()
+    at = {"REVISION": 3, "LEASE": 1}.get(cause[0] if cause else "")
+    if at is None or len(cause) <= at or not cause[at].isdigit() or cause[at] == "0":
+        return None
+    return int(cause[at]) - 1
+
+
+_KINDS = {"put": "p", "delete": "d", "check": "c", "get": "g", "list": "l"}
+
+
+def _expected(expect: object) -> str:
+    return "" if expect is ANY else "new" if expect is None else str(expect)
+
+
+def txn_args(ops: list[Op]) -> tuple[list[str | bytes], bool]:
+    """The arguments of the ``txn`` script for ``ops``, and whether any of them writes."""
+    args: list[str | bytes] = []
+    writes = False
+    for op in ops:
+        args += (_KINDS[op.kind], op.key)
+        if op.kind == "put":
+            ttl = "" if op.ttl is None else ms(op.ttl)
+            args += (op.value, _expected(op.expect), ttl, "" if op.lease is None else str(op.lease.id))
+        elif op.kind != "get" and op.kind != "list":
+            args.append(_expected(op.expect))
+        writes = writes or op.writes
+    return args, writes
+
+
+def txn_results(ops: list[Op], reply: list[Any]) -> list[object]:
+    results: list[object] = []
+    for op, result in zip(ops, reply, strict=True):
+        if op.kind == "put":
+            results.append(pair(op.key, op.value, result))
+        elif op.kind == "delete":
+            results.append(result == b"1")
+        elif op.kind == "get":
+            results.append(record(op.key.encode(), result) if result else None)
+        elif op.kind == "list":
+            results.append([record(result[i], result[i + 1]) for i in range(0, len(result), 2)])
+        else:
+            results.append(None)
+    return results
 
 
 def ms(seconds: float) -> str:

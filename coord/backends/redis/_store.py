@@ -29,11 +29,12 @@ from ..._clock import Clock
 from ..._errors import ConfigurationError, CoordError, StoreUnavailable
 from ..._lease import Lease
 from ..._store import Store
+from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._feed import Feed
-from ._scripts import ERRORS, KEYS, MUTATIONS, PRELUDE, SCRIPTS, ms, pair, record
+from ._scripts import ERRORS, KEYS, MUTATIONS, PRELUDE, SCRIPTS, failed_op, ms, pair, record, txn_args, txn_results
 
 __all__ = ["RedisStore"]
 
@@ -138,10 +139,10 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis connection failed: {exc}", backend="redis") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run(self, name: str, *args: str | bytes, client: redis.Redis | None = None) -> Any:
+    def _run(self, name: str, *args: str | bytes, client: redis.Redis | None = None, once: bool = True) -> Any:
         """Run one script. A mutation carries a request id, so a retry cannot apply it twice."""
         keys = self._keys
-        if name in MUTATIONS:
+        if once and name in MUTATIONS:
             keys = [*keys, self._req + os.urandom(12).hex()]
         script, argv = self._scripts[name], [*self._head, *args]
         return self._call(lambda: script(keys, argv, client=client or self._redis), client)
@@ -182,6 +183,17 @@ class RedisStore(Store):
 
     def _delete_tree(self, prefix: str) -> None:
         self._run("delete_tree", prefix)
+
+    def _transaction(self, ops: builtins.list[Op]) -> builtins.list[object]:
+        args, writes = txn_args(ops)
+        try:
+            reply = self._run("txn", *args, once=writes)
+        except CoordError as exc:
+            index = failed_op(exc)
+            if index is not None:
+                exc.key = ops[index].key
+            raise
+        return txn_results(ops, reply)
 
     # -- leases ----------------------------------------------------------------
 
