@@ -1,10 +1,18 @@
 """The Lua scripts behind every RedisStore operation, and how their replies and errors read in Python.
 
-Every script starts with ``PRELUDE``: it names the keys (see the package
-docstring for the layout), reads the server's clock, and deletes the leases
-and ttl keys whose deadline has passed, with their delete events, so every
-operation sees only live keys. A mutation stores its reply under its request
-id (``once``), so a retry after a lost reply cannot apply it twice.
+Every script is called with one key, the namespace's hash tag ``{ns}``,
+from which it names the others (so a store stays in one Cluster slot), and
+three arguments before its own: the change log's length, how long (ms) a
+mutation's reply is kept for retries, and the mutation's request id (or '').
+
+Every script starts with ``PRELUDE``: it reads the server's clock and the
+namespace's ``meta`` hash in one call. ``meta.due`` is a lower bound of the
+earliest lease or ttl deadline, so a script reaps (deletes the leases and
+ttl keys whose deadline has passed, with their delete events) only when
+something may be due: one HMGET on the common path instead of two range
+reads. ``meta.epoch`` missing (a new namespace, or FLUSHALL) starts a new
+epoch (see ``new_epoch``). A mutation stores its reply under its request id
+(``once``), so a retry after a lost reply cannot apply it twice.
 """
 
 from __future__ import annotations
@@ -17,17 +25,25 @@ from ..._store import check_revision
 from ..._txn import ANY, Op
 from ..._types import KVPair
 
-KEYS = ("kv", "idx", "ttl", "leases", "lkeys", "rev", "log", "leaseid")
+#: Revisions and lease ids of an epoch start at epoch * EPOCH_SPAN; an epoch is a second of the server's
+#: clock since EPOCH_BASE (2025-01-01 UTC), so a new epoch starts above every revision handed out before,
+#: lost or not, while fewer than EPOCH_SPAN revisions a second were used on average since the last one.
+EPOCH_SPAN = 1 << 20
+EPOCH_BASE = 1_735_689_600
 
-# Shared by every script. ARGV[1] is the stream length, ARGV[2] how long (ms)
-# a mutation's reply is kept for retries; KEYS[9], when given, holds it.
-PRELUDE = """
-local KV, IDX, TTL, LEASES, LKEYS, REV, LOG, LEASEID = unpack(KEYS, 1, 8)
+PRELUDE = f"""
+local NS = KEYS[1] .. ':'
+local KV, IDX, TTL, LEASES, LKEYS = NS .. 'kv', NS .. 'idx', NS .. 'ttl', NS .. 'leases', NS .. 'lkeys'
+local REV, LOG, LEASEID, META = NS .. 'rev', NS .. 'log', NS .. 'leaseid', NS .. 'meta'
+local REQ = ARGV[3] ~= '' and NS .. 'req:' .. ARGV[3] or nil
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
+local meta = redis.call('HMGET', META, 'epoch', 'due')
+-- DUE nil: unknown (reap, and find out); stored as '': nothing is due, ever
+local DUE = meta[2] == '' and math.huge or tonumber(meta[2])
 
 local function int(n) return string.format('%d', n) end
-local function fail(code) error({err = code}) end
+local function fail(code) error({{err = code}}) end
 
 -- a record is "revision:created:lease:value"
 local function fields(rec)
@@ -40,9 +56,20 @@ end
 -- every change takes the next revision and appends one entry to the log
 local function append(kind, key, value)
   local rev = int(redis.call('INCR', REV))
-  local entry = {'XADD', LOG, 'MAXLEN', '~', ARGV[1], rev .. '-0', 't', kind, 'k', key, 'v', value}
-  redis.call(unpack(entry, 1, value and 12 or 10))
+  if value then
+    redis.call('XADD', LOG, 'MAXLEN', '~', ARGV[1], rev .. '-0', 't', kind, 'k', key, 'v', value)
+  else
+    redis.call('XADD', LOG, 'MAXLEN', '~', ARGV[1], rev .. '-0', 't', kind, 'k', key)
+  end
   return rev
+end
+
+-- a new deadline: keep meta.due no later than the earliest one
+local function deadline(at)
+  if not DUE or at < DUE then
+    DUE = at
+    redis.call('HSET', META, 'due', string.format('%.3f', at))
+  end
 end
 
 local function remove(key)
@@ -66,7 +93,7 @@ local function check(rec, expected, op)
   fail('REVISION ' .. (rec and int(rev) or '-') .. ' ' .. expected .. ' ' .. (op or 0))
 end
 
--- write a key (the conditions were checked): its record, index, ttl and lease -> "revision:created:lease"
+-- write a key (its conditions were checked): record, index, ttl and lease -> "revision:created:lease"
 local function write(key, value, ttl, lease)
   local rec = redis.call('HGET', KV, key)
   local _, created, old_lease
@@ -75,7 +102,12 @@ local function write(key, value, ttl, lease)
   created = created or new
   redis.call('HSET', KV, key, new .. ':' .. created .. ':' .. lease .. ':' .. value)
   redis.call('ZADD', IDX, 0, key)
-  if ttl ~= '' then redis.call('ZADD', TTL, NOW + tonumber(ttl), key) else redis.call('ZREM', TTL, key) end
+  if ttl ~= '' then
+    redis.call('ZADD', TTL, NOW + tonumber(ttl), key)
+    deadline(NOW + tonumber(ttl))
+  elseif rec then
+    redis.call('ZREM', TTL, key)
+  end
   if old_lease and old_lease ~= '' and old_lease ~= lease then redis.call('ZREM', LKEYS, old_lease .. '/' .. key) end
   if lease ~= '' then redis.call('ZADD', LKEYS, 0, lease .. '/' .. key) end
   return new .. ':' .. created .. ':' .. lease
@@ -94,89 +126,121 @@ local function drop_lease(lease)
   end
 end
 
--- reply from an earlier attempt of the same request, if it got through
-local function once(body)
-  local done = redis.call('GET', KEYS[9])
-  if done then return done end
-  local reply = body()
-  redis.call('SET', KEYS[9], reply, 'PX', ARGV[2])
-  return reply
+-- delete what is due, then record the earliest deadline left ('' if none)
+local function reap()
+  for _, lease in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW)) do drop_lease(lease) end
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', TTL, '-inf', NOW)) do remove(key) end
+  local a = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')[2]
+  local b = redis.call('ZRANGE', TTL, 0, 0, 'WITHSCORES')[2]
+  DUE = math.min(tonumber(a) or math.huge, tonumber(b) or math.huge)
+  redis.call('HSET', META, 'due', DUE < math.huge and string.format('%.3f', DUE) or '')
 end
 
-for _, lease in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW)) do drop_lease(lease) end
-for _, key in ipairs(redis.call('ZRANGEBYSCORE', TTL, '-inf', NOW)) do remove(key) end
+-- A new epoch, where the server may have come back without its last writes (a restart after
+-- a crash, a failover to a replica, FLUSHALL): revisions and lease ids jump past every one
+-- handed out before, lost or not, and an entry of kind 'e' in the log says where the history
+-- this server has ended ('v'), so a watch that was further on knows that it saw lost writes.
+local function new_epoch(run)
+  local epoch = math.max(tonumber(meta[1] or '0') + 1, tonumber(clock[1]) - {EPOCH_BASE})
+  local rev = tonumber(redis.call('GET', REV) or '0')
+  local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)[1]
+  local top = math.max(rev, last and tonumber(string.match(last[1], '^%d+')) or 0)
+  local floor = math.max(epoch * {EPOCH_SPAN}, top + {EPOCH_SPAN})
+  redis.call('XADD', LOG, 'MAXLEN', '~', ARGV[1], int(floor) .. '-0', 't', 'e', 'k', '', 'v', int(rev))
+  redis.call('SET', REV, int(floor))
+  redis.call('SET', LEASEID, int(math.max(tonumber(redis.call('GET', LEASEID) or '0') + {EPOCH_SPAN}, floor)))
+  redis.call('HSET', META, 'epoch', int(epoch))
+  if run then redis.call('HSET', META, 'boot', run) end
+  meta[1] = int(epoch)
+  return meta[1]
+end
+
+-- reply from an earlier attempt of the same request, if it got through
+local function once(body)
+  if not REQ then return body() end
+  local done = redis.call('GET', REQ)
+  if done then return done end
+  local reply = body()
+  redis.call('SET', REQ, reply, 'PX', ARGV[2])
+  return reply
+end
+"""
+
+# Every script but ``boot`` starts with this, after PRELUDE.
+START = """
+if not meta[1] then new_epoch(nil) end
+if not DUE or DUE <= NOW then reap() end
 """
 
 SCRIPTS = {
     # ARGV: key, value, expected ('' any, 'new' absent, else a revision), ttl ms or '', lease or ''
     "put": """
 return once(function()
-  local key, value, expected, ttl, lease = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  local key, expected, lease = ARGV[4], ARGV[6], ARGV[8]
   check(redis.call('HGET', KV, key), expected)
   if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE') end
-  return write(key, value, ttl, lease)
+  return write(key, ARGV[5], ARGV[7], lease)
 end)
 """,
     # ARGV: ops, each a kind and its fields: 'p' key value expected ttl lease, 'd' key expected,
     # 'c' key expected, 'g' key, 'l' prefix -> one reply per op (see ``txn_results``)
     "txn": """
-local done = KEYS[9] and redis.call('GET', KEYS[9])
+local done = REQ and redis.call('GET', REQ)
 if done then return cmsgpack.unpack(done) end
-local ops, i = {}, 3
+local ops, i = {}, 4
 while i <= #ARGV do
   local kind = ARGV[i]
-  local width = kind == 'p' and 6 or (kind == 'd' or kind == 'c') and 3 or 2
   ops[#ops + 1] = i
-  i = i + width
+  i = i + (kind == 'p' and 6 or (kind == 'd' or kind == 'c') and 3 or 2)
 end
 -- every condition against the store as it was before the transaction
 for n, at in ipairs(ops) do
-  local kind, key = ARGV[at], ARGV[at + 1]
-  local expected = (kind == 'p' and ARGV[at + 3]) or ((kind == 'd' or kind == 'c') and ARGV[at + 2]) or ''
-  if expected ~= '' then check(redis.call('HGET', KV, key), expected, n) end
-  if kind == 'p' and ARGV[at + 5] ~= '' and not redis.call('ZSCORE', LEASES, ARGV[at + 5]) then fail('LEASE ' .. n) end
-end
-local function body()
-  local reply = {}
-  for n, at in ipairs(ops) do
-    local kind, key = ARGV[at], ARGV[at + 1]
-    if kind == 'p' then
-      reply[n] = write(key, ARGV[at + 2], ARGV[at + 4], ARGV[at + 5])
-    elseif kind == 'd' then
-      reply[n] = remove(key) and '1' or '0'
-    elseif kind == 'g' then
-      reply[n] = redis.call('HGET', KV, key) or ''
-    elseif kind == 'l' then
-      local found = {}
-      for _, name in ipairs(redis.call('ZRANGEBYLEX', IDX, under(key))) do
-        found[#found + 1] = name
-        found[#found + 1] = redis.call('HGET', KV, name)
-      end
-      reply[n] = found
-    else
-      reply[n] = ''
-    end
+  local kind = ARGV[at]
+  if kind == 'p' then
+    if ARGV[at + 3] ~= '' then check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 3], n) end
+    local lease = ARGV[at + 5]
+    if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE ' .. n) end
+  elseif (kind == 'd' or kind == 'c') and ARGV[at + 2] ~= '' then
+    check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 2], n)
   end
-  return reply
 end
-local reply = body()
-if KEYS[9] then redis.call('SET', KEYS[9], cmsgpack.pack(reply), 'PX', ARGV[2]) end
+local reply = {}
+for n, at in ipairs(ops) do
+  local kind, key = ARGV[at], ARGV[at + 1]
+  if kind == 'p' then
+    reply[n] = write(key, ARGV[at + 2], ARGV[at + 4], ARGV[at + 5])
+  elseif kind == 'd' then
+    reply[n] = remove(key) and '1' or '0'
+  elseif kind == 'g' then
+    reply[n] = redis.call('HGET', KV, key) or ''
+  elseif kind == 'l' then
+    local found = {}
+    for _, name in ipairs(redis.call('ZRANGEBYLEX', IDX, under(key))) do
+      found[#found + 1] = name
+      found[#found + 1] = redis.call('HGET', KV, name)
+    end
+    reply[n] = found
+  else
+    reply[n] = ''
+  end
+end
+if REQ then redis.call('SET', REQ, cmsgpack.pack(reply), 'PX', ARGV[2]) end
 return reply
 """,
     # ARGV: key, expected revision or '' -> '1' deleted, '0' absent
     "delete": """
 return once(function()
-  local rec = redis.call('HGET', KV, ARGV[3])
-  check(rec, ARGV[4])
+  local rec = redis.call('HGET', KV, ARGV[4])
+  check(rec, ARGV[5])
   if not rec then return '0' end
-  remove(ARGV[3])
+  remove(ARGV[4])
   return '1'
 end)
 """,
     # ARGV: prefix
     "delete_tree": """
 return once(function()
-  local keys = redis.call('ZRANGEBYLEX', IDX, under(ARGV[3]))
+  local keys = redis.call('ZRANGEBYLEX', IDX, under(ARGV[4]))
   for _, key in ipairs(keys) do remove(key) end
   return int(#keys)
 end)
@@ -184,8 +248,8 @@ end)
     # ARGV: key or prefix, 'key' | 'tree' | 'none' -> {revision, key, record, key, record, ...}
     "read": """
 local keys = {}
-if ARGV[4] == 'tree' then keys = redis.call('ZRANGEBYLEX', IDX, under(ARGV[3]))
-elseif ARGV[4] == 'key' then keys = {ARGV[3]} end
+if ARGV[5] == 'tree' then keys = redis.call('ZRANGEBYLEX', IDX, under(ARGV[4]))
+elseif ARGV[5] == 'key' then keys = {ARGV[4]} end
 local reply = {redis.call('GET', REV) or '0'}
 for _, key in ipairs(keys) do
   local rec = redis.call('HGET', KV, key)
@@ -197,32 +261,52 @@ return reply
     "grant": """
 return once(function()
   local id = int(redis.call('INCR', LEASEID))
-  redis.call('ZADD', LEASES, NOW + tonumber(ARGV[3]), id)
+  redis.call('ZADD', LEASES, NOW + tonumber(ARGV[4]), id)
+  deadline(NOW + tonumber(ARGV[4]))
   return id
 end)
 """,
     # ARGV: lease, ttl ms -> 1 renewed, 0 gone (expired leases were reaped above)
     "keepalive": """
-if not redis.call('ZSCORE', LEASES, ARGV[3]) then return 0 end
-redis.call('ZADD', LEASES, 'XX', NOW + tonumber(ARGV[4]), ARGV[3])
+if not redis.call('ZSCORE', LEASES, ARGV[4]) then return 0 end
+redis.call('ZADD', LEASES, 'XX', NOW + tonumber(ARGV[5]), ARGV[4])
+deadline(NOW + tonumber(ARGV[5]))
 return 1
 """,
     # ARGV: lease
-    "revoke": "drop_lease(ARGV[3])\nreturn 1\n",
-    "reap": "return 1\n",
+    "revoke": "drop_lease(ARGV[4])\nreturn 1\n",
+    # -> {the server's clock (ms), the earliest deadline left (ms) or ''}
+    "reap": "return {string.format('%.3f', NOW), DUE < math.huge and string.format('%.3f', DUE) or ''}\n",
     # ARGV: revision -> {current revision, id of the oldest entry or '', type and key of the entry at revision}
     "position": """
 local first = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 1)
-local at = redis.call('XRANGE', LOG, ARGV[3] .. '-0', ARGV[3] .. '-0')
+local at = redis.call('XRANGE', LOG, ARGV[4] .. '-0', ARGV[4] .. '-0')
 local reply = {redis.call('GET', REV) or '0', first[1] and first[1][1] or ''}
 if at[1] then reply[3] = at[1][2][2]; reply[4] = at[1][2][4] end
 return reply
 """,
 }
 
+#: Run on every new connection, before any other command: a server whose run id is not the one
+#: recorded in ``meta.boot`` restarted, or took over from a failed primary, and may have lost
+#: acknowledged writes, so a new epoch starts before anything else runs there. -> the epoch
+BOOT = """
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local epoch = meta[1]
+if not epoch or redis.call('HGET', META, 'boot') ~= run then epoch = new_epoch(run) end
+if not DUE or DUE <= NOW then reap() end
+return epoch
+"""
 
 #: The scripts that change the store, each with a request id.
 MUTATIONS = frozenset({"put", "delete", "delete_tree", "grant", "txn"})
+#: The scripts after which ``replicas=`` waits for the replicas (all that write, but the reaper's).
+WRITES = MUTATIONS | {"keepalive", "revoke"}
+
+
+def source(name: str) -> str:
+    """The full text of a script."""
+    return PRELUDE + (BOOT if name == "boot" else START + SCRIPTS[name])
 
 
 def _conflict(rest: str) -> CoordError:
@@ -262,26 +346,31 @@ def txn_args(ops: list[Op]) -> tuple[list[str | bytes], bool]:
     args: list[str | bytes] = []
     writes = False
     for op in ops:
-        args += (_KINDS[op.kind], op.key)
-        if op.kind == "put":
+        kind = op.kind
+        args += (_KINDS[kind], op.key)
+        if kind == "put":
             ttl = "" if op.ttl is None else ms(op.ttl)
             args += (op.value, _expected(op.expect), ttl, "" if op.lease is None else str(op.lease.id))
-        elif op.kind != "get" and op.kind != "list":
+            writes = True
+        elif kind == "delete":
             args.append(_expected(op.expect))
-        writes = writes or op.writes
+            writes = True
+        elif kind == "check":
+            args.append(_expected(op.expect))
     return args, writes
 
 
 def txn_results(ops: list[Op], reply: list[Any]) -> list[object]:
     results: list[object] = []
     for op, result in zip(ops, reply, strict=True):
-        if op.kind == "put":
+        kind = op.kind
+        if kind == "put":
             results.append(pair(op.key, op.value, result))
-        elif op.kind == "delete":
+        elif kind == "delete":
             results.append(result == b"1")
-        elif op.kind == "get":
+        elif kind == "get":
             results.append(record(op.key.encode(), result) if result else None)
-        elif op.kind == "list":
+        elif kind == "list":
             results.append([record(result[i], result[i + 1]) for i in range(0, len(result), 2)])
         else:
             results.append(None)
