@@ -151,6 +151,25 @@ def test_a_server_that_lost_delivered_writes_makes_watches_resync(namespace: str
         watch.close()
 
 
+def test_watchers_hear_of_expiries_right_after_the_deadline(namespace: str) -> None:
+    # The reader wakes at the earliest deadline the server reports, not on a fixed period (it
+    # used to reap every 0.5 s, so each of these deletes came up to 0.5 s late).
+    ttls = [0.6, 0.85, 1.3, 1.7]
+    with coord.connect(_url(namespace)) as store, store.watch_tree("e") as watch:
+        written = {}
+        for index, ttl in enumerate(ttls):
+            store.put(f"e/{index}", b"", ttl=ttl)
+            written[f"e/{index}"] = time.monotonic() + ttl
+        late = {}
+        deadline = time.monotonic() + 10
+        while len(late) < len(ttls) and time.monotonic() < deadline:
+            event = watch.get(timeout=1)
+            if event is not None and event.type == "delete":
+                late[event.key] = time.monotonic() - written[event.key]
+    assert sorted(late) == sorted(written)
+    assert max(late.values()) < 0.2, f"deletes came this long after their deadlines: {late}"
+
+
 def test_one_reader_thread_serves_every_watch_of_a_store(namespace: str) -> None:
     def readers() -> int:
         return sum(thread.name == "coord-redis-watch" for thread in threading.enumerate())

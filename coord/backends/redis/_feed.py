@@ -19,13 +19,14 @@ from ..._types import Event, KVPair
 from ..._watch import WatchFeed
 
 if TYPE_CHECKING:
+    from ..._clock import Timer
     from ._store import RedisStore
     from ._wire import Connection
 
 log = logging.getLogger("coord.redis")
 
-#: The longest the reader blocks before it looks for due leases and ttl keys again; it
-#: wakes sooner, at the earliest deadline the server reported.
+#: How often the reader asks the server for its earliest lease or ttl deadline (and deletes what is
+#: due); a timer then reaps at that deadline itself.
 REAP_INTERVAL = 0.5
 #: Stream entries read per XREAD / XRANGE.
 BATCH = 1000
@@ -50,11 +51,16 @@ class Feed:
     ``_pos`` is the last revision the thread dispatched. A watch opened
     behind it is caught up (XRANGE) by its opener under ``_lock``, and the
     thread dispatches under ``_lock`` too, so each watch gets every revision
-    once and in order. The thread also reaps due leases and ttl keys: the
-    reap script reports the earliest deadline left on the server's clock,
-    and the thread's next XREAD blocks no longer than until then, so a dead
-    holder's keys are deleted, and their delete events read, within a round
-    trip or two of their deadline.
+    once and in order.
+
+    While it has watches, the Store also reaps due leases and ttl keys at
+    their deadline, so a dead holder's keys are deleted, and their delete
+    events read, within a round trip or two of it: every reap reports the
+    earliest deadline left (on the server's clock), and a timer (the
+    ``redis-reap`` lane of the Store's clock) reaps again then. Not the
+    reader's XREAD timeout: Redis ends those only at its ``hz`` tick (100 ms
+    by default). The reader also reaps every ``REAP_INTERVAL``, to learn of
+    deadlines that other clients set.
     """
 
     def __init__(self, store: RedisStore) -> None:
@@ -70,6 +76,8 @@ class Feed:
         # Its own connection, used by the thread alone: CLIENT ID and XREAD must share it.
         self._conn: Connection = store._wire.connection(socket_timeout=REAP_INTERVAL + self._timeout)
         self._log = store._wire.key("log")
+        self._reaper = store.clock.timers("redis-reap")
+        self._reap_timer: Timer | None = None
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         revision, pairs = self._store._read(key, "none" if start is not None else "tree" if tree else "key")
@@ -96,6 +104,8 @@ class Feed:
             self._subs.clear()
             self._lock.notify_all()
             thread, client_id = self._thread, self._client_id
+            if self._reap_timer is not None:
+                self._reap_timer.cancel()
         if thread is not None:
             if client_id is not None:
                 with contextlib.suppress(RedisError, OSError):  # wake the blocked XREAD now
@@ -190,20 +200,32 @@ class Feed:
         client_id: int = self._store._wire.call("CLIENT", "ID", conn=self._conn)
         return client_id
 
-    def _reap(self) -> float:
-        """Delete what is due; the local time (time.monotonic) at which the next deadline falls."""
-        now, due = self._store._run("reap", conn=self._conn)
-        received = time.monotonic()
-        wake = received + REAP_INTERVAL
-        if due:
-            # The server's clock is read in the script, at most one round trip before `received`:
-            # waking this long after `received` wakes no earlier than the deadline, and at most a
-            # round trip later.
-            wake = min(wake, received + max(float(due) - float(now), 0.0) / 1000 + 0.001)
-        return wake
+    def _reap(self, conn: Connection | None) -> None:
+        """Delete what is due, and set the timer for the next deadline the server reports."""
+        now, due = self._store._run("reap", conn=conn)
+        if not due:
+            return
+        # The server read its clock at most a round trip before now: counting from now, the
+        # timer fires no earlier than the deadline, and at most a round trip after it.
+        at = self._store.clock.now() + max(float(due) - float(now), 0.0) / 1000 + 0.001
+        with self._lock:
+            timer = self._reap_timer
+            if self._closed or not self._subs or (timer is not None and timer.pending and timer.when <= at):
+                return
+            if timer is not None:
+                timer.cancel()
+            self._reap_timer = self._reaper.call_at(at, self._reap_due)
+
+    def _reap_due(self) -> None:
+        with self._lock:
+            self._reap_timer = None
+        try:
+            self._reap(None)
+        except CoordError as exc:  # the reader reaps again within REAP_INTERVAL
+            log.info("reaping %s failed: %s", self._store.describe(), exc)
 
     def _loop(self) -> None:
-        wake = 0.0
+        reaped = 0.0
         failing_since: float | None = None
         while True:
             with self._lock:
@@ -217,13 +239,13 @@ class Feed:
                     self._client_id = self._store._call(self._connect, retry=False)
                     if failing_since is not None:
                         self._check_position()
-                if time.monotonic() >= wake:
-                    wake = self._reap()
+                if time.monotonic() - reaped >= REAP_INTERVAL:
+                    self._reap(self._conn)
+                    reaped = time.monotonic()
                 pos = self._pos
                 entries = []
                 if pos is not None:
-                    block = max(wake - time.monotonic(), 0.001)
-                    entries = self._store._call(functools.partial(self._xread, pos, block), retry=False)
+                    entries = self._store._call(functools.partial(self._xread, pos, REAP_INTERVAL), retry=False)
                 with self._lock:
                     if entries and not self._closed and self._pos == pos:
                         self._dispatch(entries)

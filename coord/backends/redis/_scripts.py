@@ -31,11 +31,14 @@ from ..._types import KVPair
 EPOCH_SPAN = 1 << 20
 EPOCH_BASE = 1_735_689_600
 
-PRELUDE = f"""
+PRELUDE = """
 local NS = KEYS[1] .. ':'
 local KV, IDX, TTL, LEASES, LKEYS = NS .. 'kv', NS .. 'idx', NS .. 'ttl', NS .. 'leases', NS .. 'lkeys'
 local REV, LOG, LEASEID, META = NS .. 'rev', NS .. 'log', NS .. 'leaseid', NS .. 'meta'
-local REQ = ARGV[3] ~= '' and NS .. 'req:' .. ARGV[3] or nil
+-- the request id: '' none, '+id' a first attempt (nothing to look up), 'id' a retry
+local FIRST = string.sub(ARGV[3], 1, 1) == '+'
+local REQ = ARGV[3] ~= '' and NS .. 'req:' .. (FIRST and string.sub(ARGV[3], 2) or ARGV[3]) or nil
+local RETRY = REQ and not FIRST
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
 local meta = redis.call('HMGET', META, 'epoch', 'due')
@@ -43,7 +46,7 @@ local meta = redis.call('HMGET', META, 'epoch', 'due')
 local DUE = meta[2] == '' and math.huge or tonumber(meta[2])
 
 local function int(n) return string.format('%d', n) end
-local function fail(code) error({{err = code}}) end
+local function fail(code) error({err = code}) end
 
 -- a record is "revision:created:lease:value"
 local function fields(rec)
@@ -72,8 +75,9 @@ local function deadline(at)
   end
 end
 
-local function remove(key)
-  local rec = redis.call('HGET', KV, key)
+-- rec: the key's record if the caller read it already (false: absent)
+local function remove(key, rec)
+  if rec == nil then rec = redis.call('HGET', KV, key) end
   if not rec then return false end
   local _, _, lease = fields(rec)
   redis.call('HDEL', KV, key)
@@ -87,15 +91,16 @@ end
 -- a conditional write finding rec: expected is '' (any), 'new' (absent) or a revision;
 -- op is the failing operation's number in a transaction
 local function check(rec, expected, op)
-  if expected == '' then return end
+  if expected == '' then return rec end
   local rev = rec and fields(rec)
-  if expected == 'new' and not rec or rec and rev == tonumber(expected) then return end
+  if expected == 'new' and not rec or rec and rev == tonumber(expected) then return rec end
   fail('REVISION ' .. (rec and int(rev) or '-') .. ' ' .. expected .. ' ' .. (op or 0))
 end
 
--- write a key (its conditions were checked): record, index, ttl and lease -> "revision:created:lease"
-local function write(key, value, ttl, lease)
-  local rec = redis.call('HGET', KV, key)
+-- write a key (its conditions were checked): record, index, ttl and lease -> "revision:created:lease";
+-- rec as for remove
+local function write(key, value, ttl, lease, rec)
+  if rec == nil then rec = redis.call('HGET', KV, key) end
   local _, created, old_lease
   if rec then _, created, old_lease = fields(rec) end
   local new = append('p', key, value)
@@ -141,30 +146,46 @@ end
 -- handed out before, lost or not, and an entry of kind 'e' in the log says where the history
 -- this server has ended ('v'), so a watch that was further on knows that it saw lost writes.
 local function new_epoch(run)
-  local epoch = math.max(tonumber(meta[1] or '0') + 1, tonumber(clock[1]) - {EPOCH_BASE})
+  local epoch = math.max(tonumber(meta[1] or '0') + 1, tonumber(clock[1]) - EPOCH_BASE)
   local rev = tonumber(redis.call('GET', REV) or '0')
   local last = redis.call('XREVRANGE', LOG, '+', '-', 'COUNT', 1)[1]
   local top = math.max(rev, last and tonumber(string.match(last[1], '^%d+')) or 0)
-  local floor = math.max(epoch * {EPOCH_SPAN}, top + {EPOCH_SPAN})
+  local floor = math.max(epoch * EPOCH_SPAN, top + EPOCH_SPAN)
   redis.call('XADD', LOG, 'MAXLEN', '~', ARGV[1], int(floor) .. '-0', 't', 'e', 'k', '', 'v', int(rev))
   redis.call('SET', REV, int(floor))
-  redis.call('SET', LEASEID, int(math.max(tonumber(redis.call('GET', LEASEID) or '0') + {EPOCH_SPAN}, floor)))
+  redis.call('SET', LEASEID, int(math.max(tonumber(redis.call('GET', LEASEID) or '0') + EPOCH_SPAN, floor)))
   redis.call('HSET', META, 'epoch', int(epoch))
   if run then redis.call('HSET', META, 'boot', run) end
   meta[1] = int(epoch)
   return meta[1]
 end
 
+-- the pairs {key, record, ...} of names (records read in batches: unpack has a limit)
+local function records(names)
+  local found = {}
+  for first = 1, #names, 1000 do
+    local last = math.min(first + 999, #names)
+    local recs = redis.call('HMGET', KV, unpack(names, first, last))
+    for i = first, last do
+      local rec = recs[i - first + 1]
+      if rec then found[#found + 1] = names[i]; found[#found + 1] = rec end
+    end
+  end
+  return found
+end
+
 -- reply from an earlier attempt of the same request, if it got through
 local function once(body)
   if not REQ then return body() end
-  local done = redis.call('GET', REQ)
+  local done = RETRY and redis.call('GET', REQ)
   if done then return done end
   local reply = body()
   redis.call('SET', REQ, reply, 'PX', ARGV[2])
   return reply
 end
 """
+
+PRELUDE = PRELUDE.replace("EPOCH_BASE", str(EPOCH_BASE)).replace("EPOCH_SPAN", str(EPOCH_SPAN))
 
 # Every script but ``boot`` starts with this, after PRELUDE.
 START = """
@@ -176,16 +197,16 @@ SCRIPTS = {
     # ARGV: key, value, expected ('' any, 'new' absent, else a revision), ttl ms or '', lease or ''
     "put": """
 return once(function()
-  local key, expected, lease = ARGV[4], ARGV[6], ARGV[8]
-  check(redis.call('HGET', KV, key), expected)
+  local key, lease = ARGV[4], ARGV[8]
+  local rec = check(redis.call('HGET', KV, key), ARGV[6])
   if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE') end
-  return write(key, ARGV[5], ARGV[7], lease)
+  return write(key, ARGV[5], ARGV[7], lease, rec)
 end)
 """,
     # ARGV: ops, each a kind and its fields: 'p' key value expected ttl lease, 'd' key expected,
     # 'c' key expected, 'g' key, 'l' prefix -> one reply per op (see ``txn_results``)
     "txn": """
-local done = REQ and redis.call('GET', REQ)
+local done = RETRY and redis.call('GET', REQ)
 if done then return cmsgpack.unpack(done) end
 local ops, i = {}, 4
 while i <= #ARGV do
@@ -193,33 +214,34 @@ while i <= #ARGV do
   ops[#ops + 1] = i
   i = i + (kind == 'p' and 6 or (kind == 'd' or kind == 'c') and 3 or 2)
 end
--- every condition against the store as it was before the transaction
+-- every condition against the store as it was before the transaction; the records read for
+-- them serve the writes too, unless an earlier write of the transaction changed the key
+local read = {}
 for n, at in ipairs(ops) do
   local kind = ARGV[at]
   if kind == 'p' then
-    if ARGV[at + 3] ~= '' then check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 3], n) end
+    if ARGV[at + 3] ~= '' then read[n] = check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 3], n) end
     local lease = ARGV[at + 5]
     if lease ~= '' and not redis.call('ZSCORE', LEASES, lease) then fail('LEASE ' .. n) end
   elseif (kind == 'd' or kind == 'c') and ARGV[at + 2] ~= '' then
-    check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 2], n)
+    read[n] = check(redis.call('HGET', KV, ARGV[at + 1]), ARGV[at + 2], n)
   end
 end
-local reply = {}
+local reply, written = {}, {}
 for n, at in ipairs(ops) do
   local kind, key = ARGV[at], ARGV[at + 1]
+  local rec = read[n]
+  if written[key] then rec = nil end
   if kind == 'p' then
-    reply[n] = write(key, ARGV[at + 2], ARGV[at + 4], ARGV[at + 5])
+    reply[n] = write(key, ARGV[at + 2], ARGV[at + 4], ARGV[at + 5], rec)
+    written[key] = true
   elseif kind == 'd' then
-    reply[n] = remove(key) and '1' or '0'
+    reply[n] = remove(key, rec) and '1' or '0'
+    written[key] = true
   elseif kind == 'g' then
     reply[n] = redis.call('HGET', KV, key) or ''
   elseif kind == 'l' then
-    local found = {}
-    for _, name in ipairs(redis.call('ZRANGEBYLEX', IDX, under(key))) do
-      found[#found + 1] = name
-      found[#found + 1] = redis.call('HGET', KV, name)
-    end
-    reply[n] = found
+    reply[n] = records(redis.call('ZRANGEBYLEX', IDX, under(key)))
   else
     reply[n] = ''
   end
@@ -230,10 +252,9 @@ return reply
     # ARGV: key, expected revision or '' -> '1' deleted, '0' absent
     "delete": """
 return once(function()
-  local rec = redis.call('HGET', KV, ARGV[4])
-  check(rec, ARGV[5])
+  local rec = check(redis.call('HGET', KV, ARGV[4]), ARGV[5])
   if not rec then return '0' end
-  remove(ARGV[4])
+  remove(ARGV[4], rec)
   return '1'
 end)
 """,
@@ -247,15 +268,15 @@ end)
 """,
     # ARGV: key or prefix, 'key' | 'tree' | 'none' -> {revision, key, record, key, record, ...}
     "read": """
-local keys = {}
-if ARGV[5] == 'tree' then keys = redis.call('ZRANGEBYLEX', IDX, under(ARGV[4]))
-elseif ARGV[5] == 'key' then keys = {ARGV[4]} end
-local reply = {redis.call('GET', REV) or '0'}
-for _, key in ipairs(keys) do
-  local rec = redis.call('HGET', KV, key)
-  if rec then reply[#reply + 1] = key; reply[#reply + 1] = rec end
+local found = {}
+if ARGV[5] == 'tree' then
+  found = records(redis.call('ZRANGEBYLEX', IDX, under(ARGV[4])))
+elseif ARGV[5] == 'key' then
+  local rec = redis.call('HGET', KV, ARGV[4])
+  if rec then found = {ARGV[4], rec} end
 end
-return reply
+table.insert(found, 1, redis.call('GET', REV) or '0')
+return found
 """,
     # ARGV: ttl ms -> lease id
     "grant": """

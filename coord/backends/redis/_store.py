@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import logging
 import os
@@ -157,10 +158,18 @@ class RedisStore(Store):
 
     def _run(self, name: str, *args: str | bytes, conn: Connection | None = None, once: bool = True) -> Any:
         """Run one script. A mutation carries a request id, so a retry cannot apply it twice."""
-        request = f"{self._request}{next(self._requests)}" if once and name in MUTATIONS else ""
-        argv = [request, *args]
-        run = self._wire.run
-        return self._call(lambda: run(name, argv, conn), retry=conn is None)
+        if not (once and name in MUTATIONS):
+            return self._call(functools.partial(self._wire.run, name, ["", *args], conn), retry=conn is None)
+        request = f"{self._request}{next(self._requests)}"
+        argv: list[str | bytes] = [f"+{request}", *args]  # '+': a first attempt, with no earlier reply to look up
+
+        def attempt() -> Any:
+            try:
+                return self._wire.run(name, argv, conn)
+            finally:
+                argv[0] = request  # whatever happened, the next attempt is a retry
+
+        return self._call(attempt, retry=conn is None)
 
     def _read(self, target: str, mode: str, conn: Connection | None = None) -> tuple[int, list[KVPair]]:
         """The current revision and, read atomically with it, the pairs of a key (mode ``key``),
