@@ -6,11 +6,14 @@ reader thread per Store, and URL handling. The conformance suite covers the rest
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -127,6 +130,31 @@ def test_a_watch_behind_the_trimmed_log_resyncs_with_the_current_state(namespace
             assert summary(drain(watch, 1)) == [("put", "old/3", b"new")]
 
 
+def test_a_watch_that_fell_behind_the_log_hears_of_the_keys_deleted_meanwhile(namespace: str) -> None:
+    parts = urlsplit(URL)
+    assert parts.hostname and parts.port
+    with Proxy((parts.hostname, parts.port)) as proxy:
+        proxied = _url(namespace, history=10).replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1)
+        with coord.connect(proxied) as watcher, coord.connect(_url(namespace, history=10)) as writer:
+            watch = watcher.watch_tree("g")
+            for key in ("g/kept", "g/gone", "g/moved"):
+                writer.put(key, b"1")
+            assert len(drain(watch, 3)) == 3
+            proxy.refuse()
+            proxy.cut()
+            writer.delete("g/gone")
+            writer.put("g/moved", b"2")
+            for index in range(500):  # well past what the log keeps (whole stream nodes of 100 entries)
+                writer.put(f"other/{index % 7}", b"")
+            proxy.accept()
+            # What the watch missed, from the current state: what changed, then what is gone.
+            assert summary(drain(watch, 2, timeout=30)) == [("put", "g/moved", b"2"), ("delete", "g/gone", None)]
+            assert watch.get(timeout=0.5) is None
+            writer.put("g/after", b"3")
+            assert summary(drain(watch, 1)) == [("put", "g/after", b"3")]
+            watch.close()
+
+
 def test_a_server_that_lost_delivered_writes_makes_watches_resync(namespace: str, raw: Any) -> None:
     with coord.connect(_url(namespace)) as watcher, coord.connect(_url(namespace)) as writer:
         watch = watcher.watch_tree("x")
@@ -168,6 +196,157 @@ def test_watchers_hear_of_expiries_right_after_the_deadline(namespace: str) -> N
                 late[event.key] = time.monotonic() - written[event.key]
     assert sorted(late) == sorted(written)
     assert max(late.values()) < 0.2, f"deletes came this long after their deadlines: {late}"
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (AOF everysec, as in production), that can crash and come back
+    from an earlier copy of its data: what an OS crash with ``appendfsync everysec``, or a failover to a
+    replica that lagged, leaves behind."""
+
+    def __init__(self, root: Path, replica_of: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not on PATH")
+        self.binary, self.data, self.saved = binary, root / "data", root / "saved"
+        self.replica_of = replica_of
+        self.data.mkdir(parents=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--repl-diskless-sync-delay",
+                "0",
+                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def save(self) -> None:
+        """Remember the data as it is now (the AOF as written so far)."""
+        shutil.copytree(self.data, self.saved)
+
+    def crash_and_lose(self) -> None:
+        """SIGKILL, and come back with the data as saved: every write since is lost."""
+        self.kill()
+        shutil.rmtree(self.data)
+        shutil.copytree(self.saved, self.data)
+        self.start()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.kill()
+
+
+def test_after_a_server_lost_writes_leases_are_lost_and_revisions_never_repeat(private_redis: PrivateRedis) -> None:
+    with coord.connect(private_redis.url) as store, coord.connect(private_redis.url) as watcher:
+        lease = store.lease(30)
+        kept = store.atomic_put("t/kept", b"1", None, lease=lease)
+        store.put("t/moved", b"1")
+        watch = watcher.watch_tree("t")
+        assert len(drain(watch, 2)) == 2
+        private_redis.save()
+        # Acknowledged, then lost.
+        moved = store.put("t/moved", b"2")
+        lost = store.atomic_put("t/lost", b"", None, lease=lease)
+        lost_lease = store.lease(30)
+        assert summary(drain(watch, 2)) == [("put", "t/moved", b"2"), ("put", "t/lost", b"")]
+        seen = max(kept.revision, moved.revision, lost.revision)
+
+        private_redis.crash_and_lose()
+
+        token = store.atomic_put("t/new", b"", None)  # the first request reconnects
+        assert token.created > seen, "a fencing token repeated one handed out before the loss"
+        assert lease.lost.wait(5) and lost_lease.lost.wait(5), "leases outlived writes the server lost"
+        assert store.lease(30).id > lost_lease.id, "a lease id was handed out twice"
+        assert store.get("t/moved").value == b"1"  # as the server has it now
+        # The watch re-syncs to the state the server has: t/moved back to its old value, t/lost gone,
+        # t/new (if it was written before the re-sync read the state, it comes as part of it).
+        events = summary(drain(watch, 3, timeout=30))
+        assert sorted(events) == [("delete", "t/lost", None), ("put", "t/moved", b"1"), ("put", "t/new", b"")]
+        assert watch.get(timeout=0.5) is None
+        watch.close()
+
+
+def test_replicas_makes_each_write_wait_for_them(private_redis: PrivateRedis, tmp_path: Path) -> None:
+    replica = PrivateRedis(tmp_path / "replica", replica_of=private_redis.port)
+    try:
+        client = redis.Redis(port=replica.port)
+        deadline = time.monotonic() + 30
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "the replica did not connect"
+            time.sleep(0.05)
+        with coord.connect(f"{private_redis.url}?replicas=1&timeout=2") as store:
+            store.put("w/k", b"1")
+            assert client.hexists("{coord}:kv", "w/k"), "acknowledged before the replica had it"
+            txn = store.transaction()
+            txn.put("w/t", b"2", previous=None)
+            txn.commit()
+            assert client.hexists("{coord}:kv", "w/t")
+            replica.kill()
+            with pytest.raises(coord.StoreUnavailable, match="replicas acknowledged"):
+                store.put("w/k", b"3")
+        client.close()
+    finally:
+        replica.kill()
+
+
+def test_a_restart_that_lost_nothing_still_ends_the_leases(private_redis: PrivateRedis) -> None:
+    # Whether acknowledged writes were lost is not known after a restart (AOF everysec, or a failover):
+    # every lease of every Store counts as lost, and what was written stays.
+    with coord.connect(private_redis.url) as store, coord.connect(private_redis.url) as watcher:
+        lease = store.lease(30)
+        before = store.put("r/k", b"1", lease=lease)
+        watch = watcher.watch_tree("r")
+        assert len(drain(watch, 1)) == 1
+        private_redis.save()
+        private_redis.crash_and_lose()
+        assert store.put("r/other", b"").revision > before.revision
+        assert lease.lost.wait(5)
+        # The lease's key stays until the server expires the lease (it is not renewed any more);
+        # the watch lost nothing, so it hears only what came after.
+        assert summary(drain(watch, 1, timeout=30)) == [("put", "r/other", b"")]
+        watch.close()
 
 
 def test_one_reader_thread_serves_every_watch_of_a_store(namespace: str) -> None:
