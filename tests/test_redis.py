@@ -221,27 +221,11 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.data),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-                "--repl-diskless-sync-delay",
-                "0",
-                *(["--replicaof", "127.0.0.1", str(self.replica_of)] if self.replica_of else []),
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-        )
+        options = ["--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data), "--save", ""]
+        options += ["--appendonly", "yes", "--appendfsync", "everysec", "--repl-diskless-sync-delay", "0"]
+        if self.replica_of:
+            options += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        self.proc = subprocess.Popen([self.binary, *options], stdout=subprocess.DEVNULL)
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 30
         while True:
