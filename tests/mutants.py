@@ -23,6 +23,7 @@ from coord._lease import Lease
 from coord._store import Store
 from coord._types import KVPair
 from coord.recipes import _queue as _waiting
+from coord.recipes import _waits
 from coord.recipes import barrier as _barrier
 from coord.recipes import registration as _registration
 from coord.recipes import semaphore as _semaphore
@@ -38,14 +39,20 @@ class Mutant:
 
 
 def _trusting_wait_turn(
-    store: Store, prefix: str, mine: KVPair, lease: Lease, limit: int, deadline: float | None
+    store: Store,
+    prefix: str,
+    mine: KVPair,
+    lease: Lease,
+    limit: int,
+    deadline: float | None,
+    queue: list[KVPair] | None = None,
 ) -> KVPair:
     """``wait_turn`` that, once its predecessor is gone, assumes its turn has come without listing again.
 
     Wrong when the predecessor was itself a waiter that left (timed out,
     crashed, lost its lease): the holder ahead of it still holds.
     """
-    tickets = sorted(store.list(prefix), key=lambda pair: pair.created)
+    tickets = sorted(store.list(prefix) if queue is None else queue, key=lambda pair: pair.created)
     me = next((pair for pair in tickets if pair.key == mine.key), None)
     if me is None:
         raise _waiting.TicketLost(f"ticket {mine.key} is gone")
@@ -54,7 +61,7 @@ def _trusting_wait_turn(
         return me
     if deadline is not None and store.clock.now() >= deadline:
         raise TimeoutError
-    _waiting.wait_deleted(store, ahead[-1], lease, deadline)
+    _waits.wait_deleted(store, ahead[-1], lease, deadline)
     return me  # the bug: no second look at who is ahead now
 
 
@@ -66,8 +73,8 @@ def _skip_predecessor_check() -> Iterator[None]:
 
 @contextmanager
 def _ignore_lost() -> Iterator[None]:
-    # ``alive`` that trusts the lease until it is revoked, never checking its deadline or loss.
-    with mock.patch.object(_waiting.Hold, "alive", property(lambda hold: not hold.lease._kept.revoked)):
+    # ``alive`` that trusts the holding until it is released, never checking its lease's deadline or loss.
+    with mock.patch.object(_waiting.Hold, "alive", property(lambda hold: not hold.released)):
         yield
 
 
@@ -92,11 +99,11 @@ def _release_keeps_the_ticket() -> Iterator[None]:
 @contextmanager
 def _registration_without_lease() -> Iterator[None]:
     def register(self: coord.Registration) -> None:
-        lease = self.store.lease(self.ttl)
+        lease = self.store.session(self.ttl)
         body = b'{"address": "%s", "metadata": {}, "registered_at": 0}' % self.address.encode()
-        pair = self.store.put(self.key, body)  # the bug: not bound to the lease, so it outlives it
+        self._pair = self.store.put(self.key, body)  # the bug: not bound to the lease, so it outlives it
         self._lease = lease
-        self._holding.begin(lease, pair.created)
+        self._holding.begin(lease, self._pair.created)
 
     with mock.patch.object(_registration.Registration, "_register", register):
         yield
@@ -104,10 +111,14 @@ def _registration_without_lease() -> Iterator[None]:
 
 @contextmanager
 def _barrier_tickets_without_lease() -> Iterator[None]:
-    def create_ticket(store: Store, prefix: str, value: bytes, lease: Lease) -> KVPair:
-        return _waiting.create_ticket(store, prefix, value, store.lease(3600))  # the bug: a lease nobody ends
+    real = _barrier._Arrival._arrive
 
-    with mock.patch.object(_barrier, "create_ticket", create_ticket):
+    def arrive(self: Any, watch: coord.Watch, deadline: float | None) -> bool:
+        if self.given is None:
+            self.given = self.store.lease(3600)  # the bug: a lease nobody ends
+        return real(self, watch, deadline)
+
+    with mock.patch.object(_barrier._Arrival, "_arrive", arrive):
         yield
 
 

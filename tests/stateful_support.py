@@ -34,7 +34,19 @@ __all__ = ["TTL", "Client", "ClientsMachine", "fenced_put"]
 TTL = 3.0
 #: Clock steps, as fractions of the ttl: below and around the renewal interval (ttl/3), the ttl, beyond.
 STEPS = [0.02, 0.15, 0.34, 0.5, 0.9, 1.0, 1.7]
-OPS = ["get", "put", "delete", "list", "atomic_put", "atomic_delete", "watch", "lease", "keepalive", "revoke"]
+OPS = [
+    "get",
+    "put",
+    "delete",
+    "list",
+    "atomic_put",
+    "atomic_delete",
+    "transaction",
+    "watch",
+    "lease",
+    "keepalive",
+    "revoke",
+]
 #: What a recipe call may legitimately raise under injected faults; anything else is a bug.
 EXPECTED_ERRORS = (coord.CoordError, TimeoutError)
 

@@ -22,6 +22,11 @@ def children() -> Iterator[Children]:
     made.close()
 
 
+def tickets(store: coord.Store, base: str) -> list[str]:
+    """The participants' tickets under a barrier's keys, of every round (not its round counter)."""
+    return [pair.key for pair in store.list(base) if pair.key != f"{base}/round"]
+
+
 # -- one process, every backend --------------------------------------------------------------
 
 
@@ -36,7 +41,7 @@ def test_barrier_opens_when_the_last_party_arrives(open_store: Callable[[], coor
 
     for i in range(2):
         threads.append(run(wait, coord.Barrier("b", 3, store=open_store(), ttl=TTL)))
-        wait_for(lambda: len(observer.list("barrier/b/arrived")) == i + 1, 10, f"party {i} arrived")  # noqa: B023
+        wait_for(lambda: len(tickets(observer, "barrier/b")) == i + 1, 10, f"party {i} arrived")  # noqa: B023
     time.sleep(0.3)
     assert passed == [], "two of three parties must not pass"
     arrived = time.monotonic()
@@ -44,14 +49,15 @@ def test_barrier_opens_when_the_last_party_arrives(open_store: Callable[[], coor
     for thread in threads:
         thread.join(timeout=10)
     assert len(passed) == 2 and min(passed) >= arrived
-    assert observer.list("barrier/b") == [], "a barrier leaves nothing behind"
+    assert tickets(observer, "barrier/b") == [], "a barrier leaves no ticket behind"
+    assert observer.get("barrier/b/round").value == b"1", "only the number of the round now gathering"
 
 
 def test_a_party_that_timed_out_no_longer_counts(open_store: Callable[[], coord.Store]) -> None:
     store = open_store()
     with pytest.raises(TimeoutError):
         coord.Barrier("b", 2, store=store, ttl=TTL).wait(timeout=0.3)
-    assert store.list("barrier/b") == []
+    assert tickets(store, "barrier/b") == []
     with pytest.raises(TimeoutError):
         coord.Barrier("b", 2, store=open_store(), ttl=TTL).wait(timeout=0.3)
 
@@ -83,7 +89,7 @@ def test_double_barrier_lets_nobody_in_before_all_enter_nor_out_before_all_leave
     assert all(len(stamps) == 3 for stamps in times.values()), times
     assert min(times["entered"]) >= max(times["enter"])
     assert min(times["left"]) >= max(times["leave"])
-    assert open_store().list("double-barrier/d") == []
+    assert tickets(open_store(), "double-barrier/d") == []
 
 
 # -- several processes, one crashing: sqlite and the servers ----------------------------------------
@@ -93,7 +99,7 @@ def test_a_crashed_party_stops_counting_once_its_lease_expires(process_url: str,
     with coord.connect(process_url) as store:
 
         def arrived() -> int:
-            return len(store.list("barrier/b/arrived"))
+            return len(tickets(store, "barrier/b"))
 
         first = children.spawn("barrier", process_url, "b", 3, TTL)
         crashing = children.spawn("barrier", process_url, "b", 3, TTL)
@@ -107,7 +113,7 @@ def test_a_crashed_party_stops_counting_once_its_lease_expires(process_url: str,
         for child in (first, second, last):
             child.expect("PASSED", 30)
             assert child.wait(10) == 0
-        assert store.list("barrier/b") == []
+        assert tickets(store, "barrier/b") == []
 
 
 def test_double_barrier_parties_leave_once_a_crashed_party_expires(process_url: str, children: Children) -> None:
@@ -123,4 +129,4 @@ def test_double_barrier_parties_leave_once_a_crashed_party_expires(process_url: 
     left = [float(child.expect("LEFT", EXPIRY_BOUND + 10)[1]) for child in rest]
     assert max(left) - killed_at < EXPIRY_BOUND
     with coord.connect(process_url) as store:
-        assert store.list("double-barrier/d/arrived") == []
+        assert tickets(store, "double-barrier/d") == []

@@ -163,9 +163,9 @@ def test_a_leader_whose_lease_is_lost_stops_leading_before_anyone_else_leads(
 def test_a_lost_create_reply_leaves_no_orphaned_ticket(faulty: Callable[[], FaultyStore]) -> None:
     name = unique("svc")
     store = faulty()
-    store.inject("lose_reply", op="atomic_put")  # the create lands, but the candidate hears an error
+    store.inject("lose_reply", op="transaction")  # the create lands, but the candidate hears an error
     leadership = coord.Election(name, store=store, ttl=TTL).campaign(timeout=10)
-    assert store.injected == [("atomic_put", "lose_reply")]
+    assert store.injected == [("transaction", "lose_reply")]
     assert [pair.created for pair in store.list(f"election/{name}")] == [leadership.token]
     leadership.resign()
     assert store.list(f"election/{name}") == []

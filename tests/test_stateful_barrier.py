@@ -2,12 +2,11 @@
 
 Checked (see docs/testing.md):
 
-* the barrier opens only for enough participants: at the moment ``ready`` is
-  created, at least ``parties`` participants are waiting, or stopped
-  (crashed, gave up, passed) less than one ttl ago, since a stopped
-  participant's ticket lasts until its lease ends;
-* a participant passes only if the barrier opened while it waited (or was
-  open when it arrived);
+* the barrier opens only for enough participants: at the moment a round
+  opens (``round`` moves on), at least ``parties`` participants are waiting,
+  or stopped (crashed, gave up, passed) less than one ttl ago, since a
+  stopped participant's ticket may last until its session ends;
+* a participant passes only if the barrier opened while it waited;
 * progress: once faults stop and the clock passes the ttl, fewer than
   ``parties`` participants are still waiting.
 """
@@ -38,7 +37,6 @@ pytestmark = pytest.mark.timeout(900)
 @dataclass
 class Participant:
     opened_before: int = 0  # how many times the barrier had opened when this wait began
-    open_at_start: bool = False
 
 
 class _Recorder(WatchFeed):
@@ -61,7 +59,6 @@ class BarrierMachine(ClientsMachine):
         super().__init__()
         self.stopped: list[float] = []  # when participants stopped waiting
         self.openings = 0
-        self.is_open = False
         self.recorder = _Recorder(self)
         self.spy._watch(self.recorder, BASE, True, None)
 
@@ -71,10 +68,7 @@ class BarrierMachine(ClientsMachine):
 
     def changed(self, event: Event) -> None:
         """Called with the store's lock held, as the change happens: look at the model, touch no store."""
-        if event.key != f"{BASE}/ready":
-            return
-        self.is_open = event.type == "put"
-        if event.type != "put":
+        if event.key != f"{BASE}/round" or event.type != "put":
             return
         self.openings += 1
         waiting = self.in_calls()
@@ -90,7 +84,7 @@ class BarrierMachine(ClientsMachine):
     @rule(data=st.data(), timeout=st.sampled_from([None, None, 0.3, 1.0]))
     def wait(self, data: st.DataObject, timeout: float | None) -> None:
         client = data.draw(st.sampled_from(self.idle()), label="client")
-        client.state = Participant(self.openings, self.is_open)
+        client.state = Participant(self.openings)
         barrier = client.recipe
         self.call(client, lambda: barrier.wait(None if timeout is None else timeout * TTL), "wait")
 
@@ -98,7 +92,7 @@ class BarrierMachine(ClientsMachine):
         self.stopped.append(self.now())
         if task.error is None:
             self.check(
-                client.state.open_at_start or self.openings > client.state.opened_before,
+                self.openings > client.state.opened_before,
                 f"[barrier passed while closed] {client} passed, yet the barrier did not open while it waited",
             )
 

@@ -195,3 +195,18 @@ def test_a_session_takes_a_ttl_as_a_lease_does(store: coord.Store) -> None:
         store.session(0)
     with pytest.raises(TypeError):
         store.session("10")  # type: ignore[arg-type]
+
+
+def test_a_watch_holds_the_current_state_when_it_returns(store: coord.Store) -> None:
+    """The recipes rely on it: a fresh watch's first events are queued before ``watch()`` returns."""
+    store.put("here", b"1")
+    with store.watch("here") as watch:
+        event = watch.get(timeout=0)
+        assert event is not None and (event.type, event.value) == ("put", b"1")
+    with store.watch("absent") as watch:
+        assert watch.get(timeout=0) is None
+    store.put("t/a", b"")
+    store.put("t/b", b"")
+    with store.watch_tree("t") as watch:
+        first, second = watch.get(timeout=0), watch.get(timeout=0)
+        assert first is not None and second is not None and (first.key, second.key) == ("t/a", "t/b")

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from .._errors import CoordError
 from .._store import Store
-from ._queue import next_batch
+from ._waits import next_batch
 
 __all__ = ["observe"]
 

@@ -2,56 +2,69 @@
 
 Keys under ``barrier/<name>`` (or ``double-barrier/<name>``):
 
-* ``arrived/<id>``: one ticket per participant, bound to its lease, so a
-  participant that crashes stops counting when its lease expires;
-* ``ready``: created (create-only) by the participant that sees ``parties``
-  tickets. Every participant watches ``ready`` from *before* it creates its
-  ticket, so it cannot miss the creation, even if ``ready`` is gone again by
-  the time it looks. ``ready`` is bound to its creator's lease, so a crash
-  leaves nothing behind.
+* ``round``: the number of the round now gathering (absent: round 0). A
+  round opens when its number moves on: whoever sees ``parties`` tickets in
+  the round swaps ``round`` from ``r`` to ``r + 1`` (compare-and-swap, so a
+  round opens once). Every participant watches ``round`` from *before* it
+  arrives, so it cannot miss the opening.
+* ``<r>/<id>``: one ticket per participant of round ``r``, bound to its
+  session (or the lease it was given), so a participant that crashes stops
+  counting when its session expires. Only round ``r``'s tickets count
+  toward round ``r``: a ticket left over from an earlier round (its owner
+  killed right after passing, or slow to delete it) never opens a later
+  one.
 
-A barrier name may be used again once a round is over; a participant that
-arrives while the previous round's ``ready`` still exists passes with that
-round.
+A participant that arrives in round ``r`` after it opened (it read
+``round`` just before the swap) passes with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .._errors import KeyExists, KeyNotFound
+from .._errors import KeyExists, KeyModified, KeyNotFound
+from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
-from .._types import KVPair
+from .._types import Event, KVPair
+from .._watch import Watch
 from ._holding import Holding
-from ._queue import TicketLost, create_ticket, name_segment, next_event, resolve, revoke_quietly, wait_deleted
+from ._queue import name_segment, resolve
+from ._release import withdraw
+from ._waits import TicketLost, next_event, wait_deleted
 
 __all__ = ["Barrier", "DoubleBarrier"]
 
 
 class Barrier:
-    """Block participants until ``parties`` of them have called ``wait``.
+    """Block participants until ``parties`` of them have called ``wait``; then the next round gathers.
 
     A participant that crashes (or gives up with a timeout) before the
-    barrier opens stops counting when its lease (``ttl``) ends.
-    ``store=None`` uses ``coord.default_store()``.
+    barrier opens stops counting when its session (``ttl``, or ``lease``)
+    ends. ``store=None`` uses ``coord.default_store()``.
     """
 
-    def __init__(self, name: str, parties: int, *, store: Store | None = None, ttl: float = 10.0) -> None:
+    def __init__(
+        self, name: str, parties: int, *, store: Store | None = None, ttl: float = 10.0, lease: Lease | None = None
+    ) -> None:
         self.name = name
         self.parties = _check_parties(parties)
-        self.ttl = ttl
+        self.ttl = check_ttl(ttl)
         self._store = store
+        self._lease = lease
         self._base = f"barrier/{name_segment(name)}"
 
     def wait(self, timeout: float | None = None) -> None:
         """Arrive and block until the barrier opens; ``TimeoutError`` (no longer counting) after ``timeout``."""
         store = resolve(self._store)
-        lease, _ = _arrive(store, self._base, self.parties, self.ttl, _deadline(store, timeout), self.name)
-        revoke_quietly(lease)  # leaving takes the ticket (and ``ready``, if ours) away
+        arrival = _Arrival(store, self._base, self.parties, self.ttl, self._lease)
+        arrival.wait(_deadline(store, timeout), self.name)
+        arrival.leave()
 
     def __repr__(self) -> str:
         return f"<Barrier {self.name!r} parties={self.parties}>"
@@ -60,28 +73,33 @@ class Barrier:
 class DoubleBarrier:
     """ZooKeeper's double barrier: ``enter`` blocks until ``parties`` have entered, ``leave`` until all have left.
 
-    ``leave`` follows the ZooKeeper recipe: the participant with the oldest
-    ticket leaves last, after waiting for the newest; every other one deletes
-    its ticket and waits for the oldest. A participant that crashes inside
-    counts as having left once its lease ends. Use as a context manager to
-    enter and leave.
+    ``leave`` follows the ZooKeeper recipe, within the round entered: the
+    participant with the oldest ticket leaves last, after waiting for the
+    newest; every other one deletes its ticket and waits for the oldest. A
+    participant that crashes inside counts as having left once its session
+    ends. Use as a context manager to enter and leave. While inside it
+    follows the holding protocol (docs/recipes.md): ``held``, ``lost``,
+    ``on_lost``.
     """
 
-    def __init__(self, name: str, parties: int, *, store: Store | None = None, ttl: float = 10.0) -> None:
+    def __init__(
+        self, name: str, parties: int, *, store: Store | None = None, ttl: float = 10.0, lease: Lease | None = None
+    ) -> None:
         self.name = name
         self.parties = _check_parties(parties)
-        self.ttl = ttl
+        self.ttl = check_ttl(ttl)
         self._store = store
+        self._lease = lease
         self._base = f"double-barrier/{name_segment(name)}"
         self._lock = threading.Lock()
-        self._inside: tuple[Store, Lease, KVPair] | None = None
+        self._inside: _Arrival | None = None
         self._holding: Holding[DoubleBarrier] = Holding(self)
 
     @property
     def held(self) -> bool:
         """Whether this participant is inside and still counted (its lease alive)."""
         inside = self._inside
-        return inside is not None and inside[1].alive
+        return inside is not None and inside.lease.alive
 
     @property
     def lost(self) -> threading.Event:
@@ -98,42 +116,45 @@ class DoubleBarrier:
             if self._inside is not None:
                 raise RuntimeError("already entered")
             store = resolve(self._store)
-            lease, ticket = _arrive(store, self._base, self.parties, self.ttl, _deadline(store, timeout), self.name)
-            self._inside = (store, lease, ticket)
-            self._holding.begin(lease, ticket.created)
+            arrival = _Arrival(store, self._base, self.parties, self.ttl, self._lease)
+            arrival.wait(_deadline(store, timeout), self.name)
+            self._inside = arrival
+            assert arrival.ticket is not None
+            self._holding.begin(arrival.lease, arrival.ticket.created)
 
     def leave(self, timeout: float | None = None) -> None:
-        """Block until every participant has left (or crashed); ``TimeoutError`` after ``timeout``.
+        """Block until every participant of the round has left (or crashed); ``TimeoutError`` after ``timeout``.
 
         Whatever happens, this participant no longer counts afterwards.
         """
         with self._lock:
-            if self._inside is None:
+            arrival = self._inside
+            if arrival is None:
                 raise RuntimeError("not entered")
-            store, lease, mine = self._inside
             self._inside = None
+            self._holding.end()
             try:
-                self._leave(store, lease, mine, _deadline(store, timeout))
+                self._leave(arrival, _deadline(arrival.store, timeout))
             except TimeoutError:
                 raise TimeoutError(f"not everyone left double barrier {self.name!r} within {timeout} s") from None
             finally:
-                revoke_quietly(lease)
+                arrival.leave()
 
-    def _leave(self, store: Store, lease: Lease, mine: KVPair, deadline: float | None) -> None:
-        # Whoever is still entering got ``ready``'s creation already; the next round must not see it.
-        with contextlib.suppress(KeyNotFound):
-            store.delete(f"{self._base}/ready")
+    def _leave(self, arrival: _Arrival, deadline: float | None) -> None:
+        store, mine = arrival.store, arrival.ticket
+        assert mine is not None
         while True:
-            tickets = sorted(store.list(f"{self._base}/arrived"), key=lambda pair: pair.created)
+            tickets = sorted(store.list(arrival.round_prefix), key=lambda pair: pair.created)
             here = any(pair.key == mine.key for pair in tickets)
             if not tickets or (here and len(tickets) == 1):
                 return
+            # Nobody's lease guards these waits: wake every ttl to look again (a missed delete must not hang us).
             if here and tickets[0].key == mine.key:
-                wait_deleted(store, tickets[-1], None, deadline)  # the oldest goes last
+                wait_deleted(store, tickets[-1], None, deadline, recheck_every=self.ttl)  # the oldest goes last
             else:
                 if here:
-                    revoke_quietly(lease)
-                wait_deleted(store, tickets[0], None, deadline)
+                    arrival.leave()
+                wait_deleted(store, tickets[0], None, deadline, recheck_every=self.ttl)
 
     def __enter__(self) -> DoubleBarrier:
         self.enter()
@@ -146,35 +167,102 @@ class DoubleBarrier:
         return f"<DoubleBarrier {self.name!r} parties={self.parties}>"
 
 
-def _arrive(
-    store: Store, base: str, parties: int, ttl: float, deadline: float | None, name: str
-) -> tuple[Lease, KVPair]:
-    """Add a ticket and block until ``ready`` exists; return the lease holding the ticket."""
-    ready, arrived = f"{base}/ready", f"{base}/arrived"
-    # Watch first: ``ready`` may be created, and deleted again, before we would look.
-    with store.watch(ready) as watch:
-        lease = store.lease(ttl)
+@dataclass(eq=False)
+class _Arrival:
+    """One participant's arrival: its round, its ticket, the lease that holds it."""
+
+    store: Store
+    base: str
+    parties: int
+    ttl: float
+    given: Lease | None
+    round: int = 0
+    ticket: KVPair | None = None
+    holder: Lease | None = None  # the session (or given lease) the ticket is bound to
+
+    @property
+    def lease(self) -> Lease:
+        assert self.holder is not None, "not arrived yet"
+        return self.holder
+
+    @property
+    def round_key(self) -> str:
+        return f"{self.base}/round"
+
+    @property
+    def round_prefix(self) -> str:
+        return f"{self.base}/{self.round}"
+
+    def wait(self, deadline: float | None, name: str) -> None:
+        """Arrive and block until this participant's round opens."""
+        # Watch first: the round may open, and move on again, before we would look.
+        with self.store.watch(self.round_key) as watch:
+            try:
+                while not self._arrive(watch, deadline):
+                    pass
+            except TimeoutError:
+                self.leave()
+                raise TimeoutError(f"barrier {name!r} did not open within the timeout") from None
+            except BaseException:
+                self.leave()
+                raise
+
+    def leave(self) -> None:
+        """No longer count: delete the ticket (in the background if the store does not answer)."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            withdraw(self.store, ticket.key, self.holder)
+
+    def _arrive(self, watch: Watch, deadline: float | None) -> bool:
+        """One try: add a ticket to the current round and wait for it to open; False to arrive again."""
+        while (seen := watch.get(timeout=0)) is not None:  # ``round`` as it is now, if it exists
+            self.round = max(self.round, _number(seen))
+        self.holder = self.store.session(self.ttl) if self.given is None else self.given
+        key = f"{self.round_prefix}/{uuid.uuid4().hex}"
+        try:
+            self.ticket, tickets, current = (
+                self.store.transaction()
+                .put(key, b"", previous=None, lease=self.lease)
+                .list(self.round_prefix)
+                .get(self.round_key)
+                .commit()
+            )
+        except BaseException:
+            withdraw(self.store, key, self.holder)  # a create whose reply was lost may have landed
+            raise
+        if current is not None and _number(current) > self.round:
+            return True  # the round opened as we arrived: we pass with it
+        if len(tickets) >= self.parties:
+            self._open(current)
+            return True
         try:
             while True:
-                mine = create_ticket(store, arrived, b"", lease)
-                if len(store.list(arrived)) >= parties:
-                    with contextlib.suppress(KeyExists):
-                        store.atomic_put(ready, b"", None, lease=lease)
-                    return lease, mine
-                try:
-                    while next_event(watch, lease, deadline, store).type != "put":
-                        pass
-                    return lease, mine
-                except TicketLost:
-                    # Our ticket went with the lease; arrive again (the watch, and its events, stay).
-                    revoke_quietly(lease)
-                    lease = store.lease(ttl)
-        except TimeoutError:
-            revoke_quietly(lease)
-            raise TimeoutError(f"barrier {name!r} did not open within the timeout") from None
-        except BaseException:
-            revoke_quietly(lease)
-            raise
+                event = next_event(watch, self.lease, deadline, self.store, self._recheck)
+                if event.type == "put" and _number(event) > self.round:
+                    return True
+        except TicketLost:
+            self.leave()  # the session was lost, and the ticket with it: arrive again
+            return False
+
+    def _open(self, current: KVPair | None) -> None:
+        """Move ``round`` on from ours; if someone else already did, the round is open all the same."""
+        with contextlib.suppress(KeyExists, KeyModified, KeyNotFound):
+            self.store.atomic_put(self.round_key, str(self.round + 1).encode(), current)
+
+    def _recheck(self) -> Event | None:
+        """At a timed wake-up: the round's opening, should the watch have missed it."""
+        try:
+            current = self.store.get(self.round_key)
+        except KeyNotFound:
+            return None
+        return Event("put", current.key, current.value, current.revision)
+
+
+def _number(item: Event | KVPair) -> int:
+    try:
+        return int(item.value or b"0")
+    except ValueError:
+        return 0
 
 
 def _deadline(store: Store, timeout: float | None) -> float | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import KeyModified, KeyNotFound, LeaseExpired
+from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
 from ._holding import Holding
@@ -24,19 +25,31 @@ __all__ = ["Election", "Leadership"]
 class Election:
     """A named election among candidates sharing one store.
 
-    ``store=None`` uses ``coord.default_store()``. ``ttl`` is the lease of
-    each campaign: a leader that dies is replaced within ``ttl`` plus the
-    backend's expiry delay (see docs/recipes.md). ``value`` is what
-    ``leader()`` and ``observe()`` report while this candidate leads.
+    ``store=None`` uses ``coord.default_store()``. A campaign's ticket is
+    bound to the Store's session of ``ttl`` (``Store.session``), or to
+    ``lease`` if one is given (bind your own keys to the same lease and they
+    go with the leadership): a leader that dies is replaced when that lease
+    expires, within ``ttl`` plus the backend's expiry delay (see
+    docs/recipes.md). ``value`` is what ``leader()`` and ``observe()``
+    report while this candidate leads.
     """
 
-    def __init__(self, name: str, *, store: Store | None = None, ttl: float = 10.0, value: bytes = b"") -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        store: Store | None = None,
+        ttl: float = 10.0,
+        value: bytes = b"",
+        lease: Lease | None = None,
+    ) -> None:
         if not isinstance(value, bytes):
             raise TypeError(f"value must be bytes, not {type(value).__name__}")
         self.name = name
-        self.ttl = ttl
+        self.ttl = check_ttl(ttl)
         self.value = value
         self._store = store
+        self._lease = lease
         self._prefix = f"election/{name_segment(name)}"
 
     def campaign(self, timeout: float | None = None) -> Leadership:
@@ -45,7 +58,8 @@ class Election:
         Candidates are served in the order they campaigned. A candidate whose
         lease is lost while it waits queues again, at the back.
         """
-        hold = join(resolve(self._store), self._prefix, self.value, ttl=self.ttl, limit=1, timeout=timeout)
+        store = resolve(self._store)
+        hold = join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
         if hold is None:
             raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
         return Leadership(self, hold)
@@ -113,7 +127,12 @@ class Leadership:
 
     @property
     def lease(self) -> Lease:
-        """The leader's lease: keys written with it go when the leadership does."""
+        """The lease the leader's ticket is bound to: the Store's session, or the Election's own ``lease``.
+
+        Keys written with it go when it ends; resigning deletes the ticket
+        only, so to tie keys to this one term, give the Election a lease of
+        its own and revoke it after ``resign()``.
+        """
         return self._hold.lease
 
     @property
@@ -147,6 +166,7 @@ class Leadership:
 
     def resign(self) -> None:
         """Stop leading now; the next candidate is elected within one watch round trip. Idempotent."""
+        self._holding.end()
         self._hold.release()
 
     def __enter__(self) -> Leadership:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from .._lease import Lease
 from .._store import Store
 from .semaphore import Semaphore
 
@@ -23,8 +24,8 @@ class Lock(Semaphore):
 
     _kind: ClassVar[str] = "lock"
 
-    def __init__(self, name: str, *, store: Store | None = None, ttl: float = 10.0) -> None:
-        super().__init__(name, 1, store=store, ttl=ttl)
+    def __init__(self, name: str, *, store: Store | None = None, ttl: float = 10.0, lease: Lease | None = None) -> None:
+        super().__init__(name, 1, store=store, ttl=ttl, lease=lease)
 
     def __enter__(self) -> Lock:
         self.acquire()

@@ -1,12 +1,14 @@
 """Service registration with TTL heartbeats, and discovery.
 
 An instance is the key ``services/<service>/<instance id>`` holding JSON
-``{"address", "metadata", "registered_at"}``, bound to a lease that the
-store's keeper renews (the heartbeat). If the lease is lost (the process was
-paused, the store was unreachable past the ttl) the key is gone from the
-store; the instance then registers again, under the same id, as soon as
-the store answers, retried with backoff on the Store clock's
-``"reregister"`` lane (a thread of the Store's while retries are pending).
+``{"address", "metadata", "registered_at"}``, bound to the Store's session
+of its ttl (or to a lease the caller gives), which the store's keeper renews:
+one heartbeat per Store and ttl, however many instances. If the session is
+lost (the process was paused, the store was unreachable past the ttl) the
+key is gone from the store; the instance then registers again, under the
+same id and in a new session, as soon as the store answers, retried with
+backoff on the Store clock's ``"reregister"`` lane. An instance bound to a
+lease of the caller's cannot outlive that lease: it does not register again.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from .._errors import CoordError
+from .._errors import CoordError, KeyNotFound, StoreClosed
+from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
 from ._holding import Holding
 from ._observe import observe
-from ._queue import name_segment, resolve, revoke_quietly
+from ._queue import name_segment, resolve
+from ._release import withdraw
 
 __all__ = ["Instance", "Registration", "discover", "register", "registered_service", "watch_service"]
 
@@ -65,7 +69,14 @@ class Registration:
     """
 
     def __init__(
-        self, store: Store, service: str, *, address: str, metadata: Mapping[str, Any] | None, ttl: float
+        self,
+        store: Store,
+        service: str,
+        *,
+        address: str,
+        metadata: Mapping[str, Any] | None,
+        ttl: float,
+        lease: Lease | None = None,
     ) -> None:
         if not isinstance(address, str) or not address:
             raise ValueError("address must be a non-empty str")
@@ -73,13 +84,16 @@ class Registration:
         self.service = service
         self.address = address
         self.metadata = dict(metadata or {})
-        self.ttl = ttl
+        self.ttl = check_ttl(ttl)
         self.id = uuid.uuid4().hex
         self.key = f"{_service_prefix(service)}/{self.id}"
         self._lock = threading.Lock()
         self._lease: Lease | None = None
+        self._given = lease  # the caller's lease, else the Store's session
+        self._pair: KVPair | None = None
         self._closed = False
         self._failures = 0  # failed re-registrations since the last success (for backoff)
+        self._attempt = 0  # registrations tried: a failed one's key is deleted unless a later one wrote it
         self._retries = store.clock.timers("reregister")
         self._holding: Holding[Registration] = Holding(self)
         self._holding.on_lost(self._lease_lost)
@@ -116,11 +130,15 @@ class Registration:
         self._holding.on_lost(callback)
 
     def close(self) -> None:
-        """Deregister now (the key goes with the lease). Idempotent."""
+        """Deregister now: delete the key (retried in the background if the store does not answer). Idempotent."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            if self._lease is not None:
-                revoke_quietly(self._lease)
+            self._attempt += 1  # no failed attempt's deletion may run after this one
+            self._holding.end()
+            if self._pair is not None:
+                withdraw(self.store, self.key, self._lease)
 
     def __enter__(self) -> Registration:
         return self
@@ -134,16 +152,37 @@ class Registration:
     # -- the work --------------------------------------------------------------
 
     def _register(self) -> None:
-        """Write the key with a fresh lease. Called with ``_lock`` held; raises what the store raises."""
+        """Write the key bound to the session (or the given lease). Called with ``_lock`` held."""
         body = {"address": self.address, "metadata": self.metadata, "registered_at": time.time()}
-        lease = self.store.lease(self.ttl)
+        lease = self.store.session(self.ttl) if self._given is None else self._given
+        self._attempt += 1
         try:
-            pair = self.store.put(self.key, json.dumps(body).encode(), lease=lease)
+            self._pair = self.store.put(self.key, json.dumps(body).encode(), lease=lease)
         except BaseException:
-            revoke_quietly(lease)
+            self._forget(self._attempt, lease, 0)  # the put may have landed: the key must not outlive this call
             raise
         self._lease = lease
-        self._holding.begin(lease, pair.created)
+        self._holding.begin(lease, self._pair.created)
+
+    def _forget(self, attempt: int, lease: Lease, failures: int) -> None:
+        """Delete the key of a failed registration, retried on the lane, unless a later attempt owns the key.
+
+        Called with ``_lock`` held, which a later attempt needs too: a retry
+        can never delete the key a later, successful attempt wrote.
+        """
+        if attempt != self._attempt or self.store.closed or not lease.alive:
+            return  # a later attempt owns the key, or the store drops it with its lease
+        try:
+            self.store.delete(self.key)
+        except (KeyNotFound, StoreClosed):
+            return
+        except CoordError:
+            delay = min(_RETRY_MAX, _RETRY_FIRST * 2 ** min(failures, 10))
+            self._retries.call_at(self.store.clock.now() + delay, lambda: self._forget_later(attempt, lease, failures))
+
+    def _forget_later(self, attempt: int, lease: Lease, failures: int) -> None:
+        with self._lock:
+            self._forget(attempt, lease, failures + 1)
 
     def _lease_lost(self, registration: Registration) -> None:
         # On the lease's callbacks lane: hand the work over to a lane of its own, never block here.
@@ -153,6 +192,9 @@ class Registration:
         """Register again if still needed; if the store does not answer, try again later, backing off."""
         with self._lock:
             if self._closed or self.store.closed or self.registered:
+                return
+            if self._given is not None and not self._given.alive:
+                log.warning("%s is not registered again: the lease it was given is lost", self.key)
                 return
             try:
                 self._register()
@@ -176,14 +218,16 @@ def register(
     metadata: Mapping[str, Any] | None = None,
     ttl: float = 10.0,
     store: Store | None = None,
+    lease: Lease | None = None,
 ) -> Registration:
     """Register an instance of ``service`` at ``address`` until the Registration is closed.
 
-    ``metadata`` must be JSON-serialisable. The instance disappears from
+    ``metadata`` must be JSON-serialisable. The key is bound to the Store's
+    session of ``ttl``, or to ``lease``. The instance disappears from
     ``discover`` within ``ttl`` (plus the backend's expiry delay) if its
     process dies, and at once when closed.
     """
-    return Registration(resolve(store), service, address=address, metadata=metadata, ttl=ttl)
+    return Registration(resolve(store), service, address=address, metadata=metadata, ttl=ttl, lease=lease)
 
 
 def registered_service(
@@ -193,6 +237,7 @@ def registered_service(
     ttl: float = 10.0,
     metadata: Mapping[str, Any] | None = None,
     store: Store | None = None,
+    lease: Lease | None = None,
 ) -> Callable[[F], F]:
     """Decorate a function (plain or ``async def``) to run registered as ``service``.
 
@@ -207,7 +252,7 @@ def registered_service(
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 registration = await asyncio.to_thread(
-                    register, service, address=address, metadata=metadata, ttl=ttl, store=store
+                    register, service, address=address, metadata=metadata, ttl=ttl, store=store, lease=lease
                 )
                 try:
                     return await function(*args, **kwargs)
@@ -218,7 +263,7 @@ def registered_service(
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
-            with register(service, address=address, metadata=metadata, ttl=ttl, store=store):
+            with register(service, address=address, metadata=metadata, ttl=ttl, store=store, lease=lease):
                 return function(*args, **kwargs)
 
         return cast(F, run)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
 from ._holding import Holding
@@ -23,9 +24,11 @@ class Semaphore:
     ticket as it becomes a holder, so each release wakes two waiters at
     most. Every participant must use the same ``limit``.
 
-    ``store=None`` uses ``coord.default_store()``. A holder that dies is
-    replaced within ``ttl`` plus the backend's expiry delay; after
-    ``release()``, within one watch round trip.
+    ``store=None`` uses ``coord.default_store()``. Tickets are bound to the
+    Store's session of ``ttl`` (``Store.session``), or to ``lease`` if one
+    is given. A holder that dies is replaced when its session expires
+    (within ``ttl`` plus the backend's expiry delay; at once on sqlite);
+    after ``release()``, within one watch round trip.
 
     One Semaphore object holds at most one slot (threads sharing it take
     turns, as with ``threading.Lock``); create one per concurrent holder.
@@ -37,13 +40,16 @@ class Semaphore:
 
     _kind: ClassVar[str] = "semaphore"
 
-    def __init__(self, name: str, limit: int, *, store: Store | None = None, ttl: float = 10.0) -> None:
+    def __init__(
+        self, name: str, limit: int, *, store: Store | None = None, ttl: float = 10.0, lease: Lease | None = None
+    ) -> None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive int, not {limit!r}")
         self.name = name
         self.limit = limit
         self._store = store
-        self._ttl = ttl
+        self._ttl = check_ttl(ttl)
+        self._lease = lease
         self._prefix = f"{self._kind}/{name_segment(name)}"
         self._local = threading.Lock()  # a held object is held by one thread at a time
         self._hold: Hold | None = None
@@ -61,7 +67,7 @@ class Semaphore:
             return False
         try:
             remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
-            hold = join(store, self._prefix, b"", ttl=self._ttl, limit=self.limit, timeout=remaining)
+            hold = join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=remaining)
         except BaseException:
             self._local.release()
             raise
@@ -78,6 +84,7 @@ class Semaphore:
         if hold is None:
             raise RuntimeError(f"release of an unheld {type(self).__name__}")
         self._hold = None
+        self._holding.end()
         hold.release()
         self._local.release()
 
