@@ -333,6 +333,77 @@ def test_a_restart_that_lost_nothing_still_ends_the_leases(private_redis: Privat
         watch.close()
 
 
+def _rung(raw: Any, namespace: str, store: coord.Store) -> bytes:
+    """The id of the last ring of ``store``'s bell."""
+    bell = store._feed._bell  # type: ignore[attr-defined]
+    return bytes(raw.xrevrange(f"{{{namespace}}}:bell:{bell}", count=1)[0][0])
+
+
+def test_a_change_wakes_only_the_stores_that_watch_it(namespace: str, raw: Any) -> None:
+    with (
+        coord.connect(_url(namespace)) as key_watcher,
+        coord.connect(_url(namespace)) as tree_watcher,
+        coord.connect(_url(namespace)) as writer,
+    ):
+        key_watch, tree_watch = key_watcher.watch("a/b/c"), tree_watcher.watch_tree("a/b")
+        before = _rung(raw, namespace, key_watcher), _rung(raw, namespace, tree_watcher)
+        writer.put("a/bc", b"")  # neither the key nor under the tree
+        writer.put("elsewhere", b"")
+        time.sleep(0.05)
+        assert (_rung(raw, namespace, key_watcher), _rung(raw, namespace, tree_watcher)) == before
+        writer.put("a/b/d", b"")  # under the tree only
+        assert summary(drain(tree_watch, 1)) == [("put", "a/b/d", b"")]
+        assert _rung(raw, namespace, key_watcher) == before[0]
+        writer.put("a/b/c", b"")  # both
+        assert summary(drain(key_watch, 1)) == [("put", "a/b/c", b"")]
+        assert summary(drain(tree_watch, 1)) == [("put", "a/b/c", b"")]
+        assert _rung(raw, namespace, key_watcher) != before[0]
+        key_watch.close()
+        tree_watch.close()
+
+
+def test_events_still_come_when_the_server_forgot_who_watches(namespace: str, raw: Any) -> None:
+    # The bells only hasten what the reader would read anyway, at least every 0.5 s.
+    with coord.connect(_url(namespace)) as watcher, coord.connect(_url(namespace)) as writer:
+        watch = watcher.watch("k")
+        raw.delete(f"{{{namespace}}}:watched")
+        writer.put("k", b"1")
+        assert summary(drain(watch, 1, timeout=5)) == [("put", "k", b"1")]
+        raw.delete(f"{{{namespace}}}:bell:{watcher._feed._bell}")  # type: ignore[attr-defined]
+        time.sleep(0.6)  # the reader notices at its next reap, and registers its watches again
+        started = time.monotonic()
+        writer.put("k", b"2")
+        assert summary(drain(watch, 1, timeout=5)) == [("put", "k", b"2")]
+        assert time.monotonic() - started < 0.3, "the watch was not registered again"
+        watch.close()
+
+
+def test_handing_a_lock_back_and_forth_never_waits_for_the_fallback_read(namespace: str) -> None:
+    # Two Stores taking turns: each waiter closes one watch and opens the next while its reader
+    # is mid-read. A ring taken in that window used to be lost: a 0.5 s wait for the fallback.
+    from coord.recipes import Lock
+
+    waits: list[float] = []
+
+    def take_turns(store: coord.Store) -> None:
+        lock = Lock("turns", store=store)
+        for _ in range(100):
+            started = time.monotonic()
+            lock.acquire()
+            waits.append(time.monotonic() - started)
+            lock.release()
+
+    with coord.connect(_url(namespace)) as one, coord.connect(_url(namespace)) as other:
+        threads = [threading.Thread(target=take_turns, args=(store,)) for store in (one, other)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    waits.sort()
+    assert len(waits) == 200
+    assert waits[len(waits) // 2] < 0.1 and waits[int(len(waits) * 0.9)] < 0.3, f"waits: {waits[100::20]}"
+
+
 def test_one_reader_thread_serves_every_watch_of_a_store(namespace: str) -> None:
     def readers() -> int:
         return sum(thread.name == "coord-redis-watch" for thread in threading.enumerate())

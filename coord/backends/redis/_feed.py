@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class _Sub:
     key: str
     tree: bool
     next: int
+    token: str = ""  # its registration for the Store's bell
     seen: dict[str, int] = field(default_factory=dict)
 
 
@@ -52,6 +55,16 @@ class Feed:
     behind it is caught up (XRANGE) by its opener under ``_lock``, and the
     thread dispatches under ``_lock`` too, so each watch gets every revision
     once and in order.
+
+    The reader blocks on the Store's *bell* rather than on the log: a stream
+    of one entry that scripts ring (``_scripts.ring``) when a key that one of
+    the Store's watches covers changes, so a change wakes the Stores that
+    watch it, not every Store with a watch. The bell's XREAD and the log's go
+    in one send: the server runs the second as soon as the first returns, so
+    a wake costs one round trip. The log stays what events come from: every
+    wake reads it from ``_pos``, and the reader wakes at least every
+    ``REAP_INTERVAL``, so a ring that went missing (a registration lost with
+    the server's writes, say) delays events but loses none.
 
     While it has watches, the Store also reaps due leases and ttl keys at
     their deadline, so a dead holder's keys are deleted, and their delete
@@ -78,14 +91,32 @@ class Feed:
         self._log = store._wire.key("log")
         self._reaper = store.clock.timers("redis-reap")
         self._reap_timer: Timer | None = None
+        self._bell = os.urandom(6).hex()
+        self._bell_key = store._wire.key(f"bell:{self._bell}")
+        self._bell_pos = "0-0"
+        self._tokens = itertools.count()
+        # Registrations of closed watches, dropped along with the next registration or reap.
+        self._stale: list[str] = []
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
-        revision, pairs = self._store._read(key, "none" if start is not None else "tree" if tree else "key")
-        sub = _Sub(key, tree, revision + 1 if start is None else max(start, 1))  # revisions start at 1
+        # Registered for the bell in the same script that reads the state: every later change rings.
+        token = str(next(self._tokens))
+        mode = "none" if start is not None else "tree" if tree else "key"
+        with self._lock:
+            stale, self._stale = self._stale, []
+        try:
+            revision, pairs = self._store._read(key, mode, listen=[self._bell, "+", _target(key, tree), token, *stale])
+        except BaseException:
+            with self._lock:  # whether they were applied is not known: drop them (again) later
+                self._stale += [*stale, "-", _target(key, tree), token]
+            raise
+        sub = _Sub(key, tree, revision + 1 if start is None else max(start, 1), token)  # revisions start at 1
         with self._lock:
             if start is None:
                 self._emit_state(watch, sub, revision, pairs)
-            if self._pos is None:
+            if self._pos is None or (not self._subs and self._pos < revision):
+                # No other watch needs what came before: the reader may start from here. (Never move
+                # it back: a ring it already took may be for the revisions after `revision`.)
                 self._pos, self._last = revision, None
             self._catch_up(watch, sub, self._pos, None)
             self._subs[watch] = sub
@@ -96,7 +127,9 @@ class Feed:
 
     def remove(self, watch: WatchFeed) -> None:
         with self._lock:
-            self._subs.pop(watch, None)
+            sub = self._subs.pop(watch, None)
+            if sub is not None:  # until then, it only rings in vain
+                self._stale += ["-", _target(sub.key, sub.tree), sub.token]
 
     def close(self) -> None:
         with self._lock:
@@ -187,22 +220,45 @@ class Feed:
         return [_entry(item) for item in reply]
 
     def _xread(self, pos: int, block: float) -> list[_Entry]:
+        """Wait for the bell (at most ``block`` seconds; 0: not at all), then read the log from ``pos``."""
+        read = ("XREAD", "COUNT", str(BATCH), "STREAMS", self._log, f"{pos}-0")
+        if not block:
+            return [_entry(item) for item in _stream(self._store._wire.call(*read, conn=self._conn))]
         ms = str(max(1, math.ceil(block * 1000)))
-        reply = self._store._wire.call(
-            "XREAD", "COUNT", str(BATCH), "BLOCK", ms, "STREAMS", self._log, f"{pos}-0", conn=self._conn
+        bell, log = self._store._wire.pipeline(
+            [("XREAD", "BLOCK", ms, "STREAMS", self._bell_key, self._bell_pos), read], self._conn
         )
-        if not reply:
-            return []
-        streams = list(reply.values()) if isinstance(reply, dict) else [item[1] for item in reply]
-        return [_entry(item) for item in streams[0]]
+        rung = _stream(bell)
+        if rung:
+            self._bell_pos = rung[-1][0].decode()
+        return [_entry(item) for item in _stream(log)]
+
+    def _listen(self) -> None:
+        """Register every watch of this Store for its bell again: after a reconnect, or when the
+        bell went missing (expired, or lost with the server's writes)."""
+        with self._lock:
+            args = [arg for sub in self._subs.values() for arg in ("+", _target(sub.key, sub.tree), sub.token)]
+        self._store._run("listen", self._bell, *args, conn=self._conn)
 
     def _connect(self) -> int:
         client_id: int = self._store._wire.call("CLIENT", "ID", conn=self._conn)
         return client_id
 
     def _reap(self, conn: Connection | None) -> None:
-        """Delete what is due, and set the timer for the next deadline the server reports."""
-        now, due = self._store._run("reap", conn=conn)
+        """Delete what is due, and set the timer for the next deadline the server reports; on the
+        reader's connection, keep the bell alive too."""
+        stale: list[str] = []
+        if conn is not None:
+            with self._lock:
+                stale, self._stale = self._stale, []
+        try:
+            now, due, bell = self._store._run("reap", self._bell if conn is not None else "", *stale, conn=conn)
+        except BaseException:
+            with self._lock:
+                self._stale += stale
+            raise
+        if not bell:
+            self._listen()
         if not due:
             return
         # The server read its clock at most a round trip before now: counting from now, the
@@ -226,11 +282,11 @@ class Feed:
 
     def _loop(self) -> None:
         reaped = 0.0
+        full = False
         failing_since: float | None = None
         while True:
             with self._lock:
                 while not self._subs and not self._closed:
-                    self._pos = None
                     self._lock.wait()
                 if self._closed:
                     return
@@ -238,6 +294,7 @@ class Feed:
                 if self._client_id is None:  # (re)connecting
                     self._client_id = self._store._call(self._connect, retry=False)
                     if failing_since is not None:
+                        self._listen()
                         self._check_position()
                 if time.monotonic() - reaped >= REAP_INTERVAL:
                     self._reap(self._conn)
@@ -245,10 +302,14 @@ class Feed:
                 pos = self._pos
                 entries = []
                 if pos is not None:
-                    entries = self._store._call(functools.partial(self._xread, pos, REAP_INTERVAL), retry=False)
+                    block = 0.0 if full else REAP_INTERVAL  # more may wait in the log, rung already
+                    entries = self._store._call(functools.partial(self._xread, pos, block), retry=False)
+                full = len(entries) >= BATCH
                 with self._lock:
-                    if entries and not self._closed and self._pos == pos:
-                        self._dispatch(entries)
+                    # A watch added meanwhile may have moved _pos on (see add): what is past it is new.
+                    fresh = [entry for entry in entries if self._pos is None or entry[0] > self._pos]
+                    if fresh and not self._closed:
+                        self._dispatch(fresh)
                 failing_since = None
             except CoordError as exc:
                 # Unreachable, or a re-sync failed: reconnect and go on from _pos, for up to the timeout.
@@ -288,6 +349,19 @@ class Feed:
             watches, self._subs = list(self._subs), {}
         for watch in watches:
             watch.fail(error)
+
+
+def _target(key: str, tree: bool) -> str:
+    """How the scripts name what a watch covers (see ``_scripts.ring``)."""
+    return ("/" if tree else "=") + key
+
+
+def _stream(reply: Any) -> list[Any]:
+    """The entries of the one stream an XREAD read (RESP3 gives a map, RESP2 a list), or []."""
+    if not reply:
+        return []
+    streams = list(reply.values()) if isinstance(reply, dict) else [item[1] for item in reply]
+    return list(streams[0])
 
 
 def _revision(entry_id: bytes) -> int:

@@ -30,11 +30,14 @@ from ..._types import KVPair
 #: lost or not, while fewer than EPOCH_SPAN revisions a second were used on average since the last one.
 EPOCH_SPAN = 1 << 20
 EPOCH_BASE = 1_735_689_600
+#: How long a Store's bell outlives its last refresh (its reader refreshes it every REAP_INTERVAL).
+BELL_MS = 30_000
 
 PRELUDE = """
 local NS = KEYS[1] .. ':'
 local KV, IDX, TTL, LEASES, LKEYS = NS .. 'kv', NS .. 'idx', NS .. 'ttl', NS .. 'leases', NS .. 'lkeys'
 local REV, LOG, LEASEID, META = NS .. 'rev', NS .. 'log', NS .. 'leaseid', NS .. 'meta'
+local WATCHED, BELL_TTL = NS .. 'watched', BELL_MS
 -- the request id: '' none, '+id' a first attempt (nothing to look up), 'id' a retry
 local FIRST = string.sub(ARGV[3], 1, 1) == '+'
 local REQ = ARGV[3] ~= '' and NS .. 'req:' .. (FIRST and string.sub(ARGV[3], 2) or ARGV[3]) or nil
@@ -56,8 +59,44 @@ local function fields(rec)
   return tonumber(string.sub(rec, 1, a - 1)), string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1, c - 1)
 end
 
+-- Wake the Stores whose watches cover key: WATCHED maps '=' .. key (a key's watchers) and
+-- '/' .. prefix (a tree's) to their 'bell.token' entries (see listen); a bell is a stream of
+-- one entry that a Store's reader blocks on. Entries of a bell that is gone (its Store closed
+-- or died) are dropped. rung[bell]: true rung, false gone, nil not yet looked at.
+local rung = {}
+local function ring(key)
+  local targets = {'=' .. key, '/'}
+  local at = string.find(key, '/', 1, true)
+  while at do
+    targets[#targets + 1] = '/' .. string.sub(key, 1, at - 1)
+    at = string.find(key, '/', at + 1, true)
+  end
+  local found = redis.call('HMGET', WATCHED, unpack(targets))
+  for i = 1, #targets do
+    if found[i] then
+      local prune = false
+      for entry in string.gmatch(found[i], '%S+') do
+        local bell = string.match(entry, '^[^.]+')
+        if rung[bell] == nil then
+          rung[bell] = redis.call('XADD', NS .. 'bell:' .. bell, 'NOMKSTREAM', 'MAXLEN', '1', '*', 'r', '') and true
+        end
+        prune = prune or not rung[bell]
+      end
+      if prune then
+        local live = {}
+        for entry in string.gmatch(found[i], '%S+') do
+          if rung[string.match(entry, '^[^.]+')] then live[#live + 1] = entry end
+        end
+        if #live > 0 then redis.call('HSET', WATCHED, targets[i], table.concat(live, ' '))
+        else redis.call('HDEL', WATCHED, targets[i]) end
+      end
+    end
+  end
+end
+
 -- every change takes the next revision and appends one entry to the log
 local function append(kind, key, value)
+  ring(key)
   local rev = int(redis.call('INCR', REV))
   if value then
     redis.call('XADD', LOG, 'MAXLEN', '~', ARGV[1], rev .. '-0', 't', kind, 'k', key, 'v', value)
@@ -174,6 +213,27 @@ local function records(names)
   return found
 end
 
+-- Register ('+') or drop ('-') watches for a Store's bell: ARGV from `from` on holds triples of
+-- how, target ('=' .. key or '/' .. prefix) and the watch's token. WATCHED[target] lists
+-- 'bell.token' entries, one per watch, so a drop never undoes a later registration.
+local function listen(bell, from)
+  local key = NS .. 'bell:' .. bell
+  if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, 'MAXLEN', '1', '*', 'r', '') end
+  redis.call('PEXPIRE', key, BELL_TTL)
+  for i = from, #ARGV, 3 do
+    local how, target, entry = ARGV[i], ARGV[i + 1], bell .. '.' .. ARGV[i + 2]
+    local ids = redis.call('HGET', WATCHED, target)
+    if how == '+' then
+      redis.call('HSET', WATCHED, target, ids and ids .. ' ' .. entry or entry)
+    elseif ids then
+      local live = {}
+      for id in string.gmatch(ids, '%S+') do if id ~= entry then live[#live + 1] = id end end
+      if #live > 0 then redis.call('HSET', WATCHED, target, table.concat(live, ' '))
+      else redis.call('HDEL', WATCHED, target) end
+    end
+  end
+end
+
 -- reply from an earlier attempt of the same request, if it got through
 local function once(body)
   if not REQ then return body() end
@@ -185,7 +245,11 @@ local function once(body)
 end
 """
 
-PRELUDE = PRELUDE.replace("EPOCH_BASE", str(EPOCH_BASE)).replace("EPOCH_SPAN", str(EPOCH_SPAN))
+PRELUDE = (
+    PRELUDE.replace("EPOCH_BASE", str(EPOCH_BASE))
+    .replace("EPOCH_SPAN", str(EPOCH_SPAN))
+    .replace("BELL_MS", str(BELL_MS))
+)
 
 # Every script but ``boot`` starts with this, after PRELUDE.
 START = """
@@ -266,9 +330,11 @@ return once(function()
   return int(#keys)
 end)
 """,
-    # ARGV: key or prefix, 'key' | 'tree' | 'none' -> {revision, key, record, key, record, ...}
+    # ARGV: key or prefix, 'key' | 'tree' | 'none'[, a bell and registrations, as listen takes them,
+    # applied first] -> {revision, key, record, key, record, ...}
     "read": """
 local found = {}
+if ARGV[6] then listen(ARGV[6], 7) end
 if ARGV[5] == 'tree' then
   found = records(redis.call('ZRANGEBYLEX', IDX, under(ARGV[4])))
 elseif ARGV[5] == 'key' then
@@ -296,8 +362,15 @@ return 1
 """,
     # ARGV: lease
     "revoke": "drop_lease(ARGV[4])\nreturn 1\n",
-    # -> {the server's clock (ms), the earliest deadline left (ms) or ''}
-    "reap": "return {string.format('%.3f', NOW), DUE < math.huge and string.format('%.3f', DUE) or ''}\n",
+    # ARGV: a bell or '', then registrations to apply (as listen takes them)
+    #   -> {the server's clock (ms), the earliest deadline left (ms) or '', 0 if the bell was gone}
+    "reap": """
+local bell = ARGV[4] ~= '' and redis.call('PEXPIRE', NS .. 'bell:' .. ARGV[4], BELL_TTL) or 1
+if ARGV[5] then listen(ARGV[4], 5) end
+return {string.format('%.3f', NOW), DUE < math.huge and string.format('%.3f', DUE) or '', bell}
+""",
+    # ARGV: bell, then registrations: triples of '+' or '-', a target and a token -> 1
+    "listen": "listen(ARGV[4], 5)\nreturn 1\n",
     # ARGV: revision -> {current revision, id of the oldest entry or '', type and key of the entry at revision}
     "position": """
 local first = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 1)

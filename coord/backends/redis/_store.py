@@ -171,10 +171,13 @@ class RedisStore(Store):
 
         return self._call(attempt, retry=conn is None)
 
-    def _read(self, target: str, mode: str, conn: Connection | None = None) -> tuple[int, list[KVPair]]:
+    def _read(
+        self, target: str, mode: str, conn: Connection | None = None, listen: list[str] | None = None
+    ) -> tuple[int, list[KVPair]]:
         """The current revision and, read atomically with it, the pairs of a key (mode ``key``),
-        of a tree (``tree``) or none (``none``)."""
-        reply = self._run("read", target, mode, conn=conn)
+        of a tree (``tree``) or none (``none``); ``listen`` (a bell and its registrations, see
+        ``_feed``) applies them first."""
+        reply = self._run("read", target, mode, *(listen or ()), conn=conn)
         return int(reply[0]), [record(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
 
     def _booted(self, epoch: bytes) -> None:

@@ -146,6 +146,25 @@ class Wire:
             self._give(conn)
         return reply
 
+    def pipeline(self, commands: list[tuple[str, ...]], conn: Connection) -> list[Any]:
+        """Several commands in one send, their replies in order (a blocking one delays the next)."""
+        try:
+            conn.send_packed_command([b"".join(command(*args) for args in commands)], check_health=False)
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:  # read the other replies first: the connection stays in order
+                    error = error or exc
+                    replies.append(None)
+        except BaseException:
+            conn.disconnect()
+            raise
+        if error is not None:
+            raise error
+        return replies
+
     def close(self) -> None:
         self._closed = True
         while self._idle:
