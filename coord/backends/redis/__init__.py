@@ -15,6 +15,8 @@ Layout. Everything lives under one hash tag, ``{coord}`` by default (option
 - ``{ns}:meta``    hash: ``epoch``, ``boot`` (the run id of the server the epoch
   started on) and ``due`` (no later than the earliest lease or ttl deadline)
 - ``{ns}:req:<id>`` the replies of recent mutations (see *Retries*)
+- ``{ns}:watched`` hash, ``=key`` or ``/prefix`` -> the ``bell.token`` of each watch on it
+- ``{ns}:bell:<id>`` a Store's bell: a stream of one entry, rung for the changes its watches cover
 
 Every operation is one Lua script (EVALSHA) declaring the one key ``{ns}``,
 so it is atomic and one round trip; a transaction too. Deadlines are on the
@@ -22,9 +24,11 @@ server's clock (``TIME``), so client clocks do not matter. A script deletes
 the leases and ttl keys whose deadline has passed, with their delete events,
 before anything else, when ``meta.due`` says something may be due.
 
-Watches. One thread and one connection per Store read the change log with
-XREAD BLOCK for all of its watches; each watch remembers the next revision
-it needs and the keys it was told are present. A watch opens with a script
+Watches. One thread and one connection per Store read the change log for
+all of its watches; each watch remembers the next revision it needs and the
+keys it was told are present. The thread blocks on the Store's bell, which
+scripts ring only for changes its watches cover (no herd of readers), and
+reads the log in the same send, and at least every 0.5 s. A watch opens with a script
 that reads the state and the current revision atomically. If the revisions
 a watch needs were trimmed, it re-syncs: puts for what changed, deletes for
 what is gone. While a Store has watches it also reaps at the earliest

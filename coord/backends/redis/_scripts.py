@@ -63,8 +63,10 @@ end
 -- '/' .. prefix (a tree's) to their 'bell.token' entries (see listen); a bell is a stream of
 -- one entry that a Store's reader blocks on. Entries of a bell that is gone (its Store closed
 -- or died) are dropped. rung[bell]: true rung, false gone, nil not yet looked at.
-local rung = {}
+local rung, watched = {}, nil
 local function ring(key)
+  if watched == nil then watched = redis.call('EXISTS', WATCHED) == 1 end
+  if not watched then return end
   local targets = {'=' .. key, '/'}
   local at = string.find(key, '/', 1, true)
   while at do
@@ -217,6 +219,7 @@ end
 -- how, target ('=' .. key or '/' .. prefix) and the watch's token. WATCHED[target] lists
 -- 'bell.token' entries, one per watch, so a drop never undoes a later registration.
 local function listen(bell, from)
+  watched = nil  -- as ring finds it from now on
   local key = NS .. 'bell:' .. bell
   if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, 'MAXLEN', '1', '*', 'r', '') end
   redis.call('PEXPIRE', key, BELL_TTL)
