@@ -54,11 +54,11 @@ succeeded is never reported as ``KeyExists``. A mutation that still ends in
 applied later by a server that was frozen rather than gone. Option
 ``replicas=N`` makes every write wait (``WAIT``) for N replicas.
 
-Modules: ``_scripts`` (the Lua scripts and how their replies read),
-``_wire`` (the connections: scripts packed once, the boot check on each new
-connection), ``_feed`` (the one watch thread of a Store, and the reaper
-timer) and ``_store`` (the Store methods, and the one boundary where
-redis-py's errors become coord's).
+Modules: ``_scripts`` (the Lua scripts), ``_replies`` (how their replies and
+errors read in Python), ``_wire`` (the connections: scripts packed once, the
+boot check on each new connection), ``_feed`` (the one watch thread of a
+Store, its bell and the reaper timer) and ``_store`` (the Store methods, and
+the one boundary where redis-py's errors become coord's).
 """
 
 from ._store import RedisStore

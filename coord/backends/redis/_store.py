@@ -37,7 +37,8 @@ from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._feed import Feed
-from ._scripts import ERRORS, MUTATIONS, failed_op, ms, pair, record, txn_args, txn_results
+from ._replies import ERRORS, failed_op, ms, pair, record, txn_args, txn_results
+from ._scripts import MUTATIONS
 from ._wire import Connection, ReplicaShortfall, Wire
 
 __all__ = ["RedisStore"]
