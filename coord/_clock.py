@@ -8,7 +8,11 @@ stuck on a dead connection cannot delay the moment a lease is declared lost.
 
 - ``SystemClock`` runs each lane on a daemon thread, started when the lane
   has something to do and ended when it has nothing left; a forked child
-  starts its own. Time is ``time.monotonic``.
+  starts its own. Its time is the host's boot clock (``CLOCK_BOOTTIME`` on
+  Linux): it never steps with the wall clock, and it counts the time the
+  host spent suspended, so a lease's deadline passes during a suspend as it
+  does on the server, and a process resumed after one finds its leases
+  lost. Where there is no such clock, ``time.monotonic``.
 - ``ManualClock`` runs nothing in the background: ``advance()`` steps time
   to each moment a timer is due, in order, and runs it in the caller's
   thread, so a test that moves time by ten ttls sees the same renewals, in
@@ -17,6 +21,7 @@ stuck on a dead connection cannot delay the moment a lease is declared lost.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -29,6 +34,9 @@ from typing import Protocol
 __all__ = ["Clock", "ManualClock", "SystemClock", "Timer", "Timers"]
 
 log = logging.getLogger("coord.clock")
+
+#: The longest a lane sleeps before it looks at the clock again.
+_MAX_SLEEP = 5.0
 
 
 class Timer:
@@ -139,19 +147,36 @@ class _ThreadLane:
                     if delay <= 0:
                         timer = self._heap.pop()
                         break
-                    self._cond.wait(timeout=min(delay, threading.TIMEOUT_MAX))
+                    # Waits count monotonic time, which stops while the host is suspended: wake now and
+                    # then, so that a timer due during a suspend runs soon after the host resumes.
+                    self._cond.wait(timeout=min(delay, _MAX_SLEEP))
             timer._run()
 
 
+def _boot_clock() -> Callable[[], float]:
+    """The host's clock that counts suspended time and is never set, if it has one."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return time.monotonic
+    try:
+        time.clock_gettime(boottime)
+    except OSError:
+        return time.monotonic
+    return functools.partial(time.clock_gettime, boottime)
+
+
+_now = _boot_clock()
+
+
 class SystemClock:
-    """``time.monotonic``, with a thread per lane of timers."""
+    """The host's boot clock (``CLOCK_BOOTTIME``; else ``time.monotonic``), with a thread per lane of timers."""
 
     def __init__(self) -> None:
         self._lanes: dict[str, _ThreadLane] = {}
         self._lock = threading.Lock()
 
     def now(self) -> float:
-        return time.monotonic()
+        return _now()
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

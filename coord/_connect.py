@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -9,14 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigurationError
+from ._exit import enroll
 from ._registry import find
 from ._store import Store
-from ._url import parse_url
+from ._url import is_secret, parse_url
 
 __all__ = ["connect", "default_store", "default_url"]
 
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 # Options every backend takes, with their query-string parsers.
-_COMMON_OPTIONS: Mapping[str, Callable[[str], object]] = {"timeout": float, "prefix": str}
+_COMMON_OPTIONS: Mapping[str, Callable[[str], object]] = {"timeout": float, "prefix": str, "release_on_exit": _flag}
 
 
 def default_url() -> str:
@@ -38,7 +50,9 @@ def connect(url: str | None = None, **options: object) -> Store:
     ``redis://h:p[/db]`` (``rediss://`` for TLS). Without a URL it reads
     ``$COORD_URL``, and without that it opens the embedded sqlite store.
     Query-string options (``?timeout=5&prefix=app``) become options; keyword
-    arguments override them. Raises ``ConfigurationError`` for a malformed
+    arguments override them. ``release_on_exit`` (default true) closes the
+    Store, revoking its sessions, when the process exits normally or on
+    SIGTERM (see ``_exit``), so its locks and leaderships pass on at once. Raises ``ConfigurationError`` for a malformed
     URL, an unknown scheme or option, or a backend whose client library is
     not installed (the message names the pip extra).
     """
@@ -55,17 +69,28 @@ def connect(url: str | None = None, **options: object) -> Store:
         try:
             merged[name] = parsers[name](text)
         except ValueError as exc:
+            if is_secret(name):
+                raise ConfigurationError(f"option {name}=*** is not valid") from None
             raise ConfigurationError(f"option {name}={text!r} is not valid: {exc}") from exc
     for name, value in options.items():
         if name != "clock":
             _check_known(name, parsers, location.scheme)
         merged[name] = value
+    if "timeout" in merged:
+        timeout = merged["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+            raise ConfigurationError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    release = merged.pop("release_on_exit", True)
+    if not isinstance(release, bool):
+        raise ConfigurationError(f"release_on_exit must be true or false, not {release!r}")
     try:
         opener: Any = store_class
         store: Store = opener(location, **merged)
-        return store
     except TypeError as exc:
         raise ConfigurationError(f"bad options for {location.scheme}://: {exc}") from exc
+    if release:
+        enroll(store)
+    return store
 
 
 def _check_known(name: str, parsers: Mapping[str, object], scheme: str) -> None:

@@ -8,6 +8,21 @@ from ._errors import InvalidKey
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1024 * 1024
+#: The longest ttl a lease or key may have: 30 days. Longer ones overflow some backends' fields
+#: (ZooKeeper keeps milliseconds in 32 bits) and every wait coord makes stays far below it.
+MAX_TTL = 30 * 24 * 3600.0
+
+
+def _refused(ch: str) -> bool:
+    """Control characters (C0, DEL, C1), the Unicode line and paragraph separators, and noncharacters."""
+    code = ord(ch)
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or code in (0x2028, 0x2029)
+        or 0xFDD0 <= code <= 0xFDEF
+        or code & 0xFFFE == 0xFFFE
+    )
 
 
 def normalize_key(key: object, *, allow_root: bool = False) -> str:
@@ -15,13 +30,15 @@ def normalize_key(key: object, *, allow_root: bool = False) -> str:
 
     Leading, trailing and repeated slashes are dropped, so ``"/a//b/"`` is
     ``"a/b"``. The empty key (unless ``allow_root``, for prefixes that mean
-    "everything"), ``.`` and ``..`` segments, control characters and keys over
-    1024 UTF-8 bytes raise ``InvalidKey``.
+    "everything"), ``.`` and ``..`` segments, control characters (C0, DEL and
+    C1), the Unicode line and paragraph separators, Unicode noncharacters
+    (such as U+FFFF and U+10FFFF) and keys over 1024 UTF-8 bytes raise
+    ``InvalidKey``.
     """
     if not isinstance(key, str):
         raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
-        raise InvalidKey("a key must not contain NUL or other control characters", key=key)
+    if any(_refused(ch) for ch in key):
+        raise InvalidKey("a key must not contain control characters, line separators or Unicode noncharacters", key=key)
     segments = [segment for segment in key.split("/") if segment]
     if any(segment in (".", "..") for segment in segments):
         raise InvalidKey("a key must not contain '.' or '..' segments", key=key)
@@ -47,12 +64,23 @@ def check_value(value: object) -> bytes:
 
 
 def check_ttl(ttl: object) -> float:
-    """A ttl is a positive, finite number of seconds."""
+    """A ttl is a positive number of seconds, at most ``MAX_TTL`` (30 days)."""
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"a ttl must be a number of seconds, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise ValueError(f"a ttl must be a positive, finite number of seconds, not {ttl!r}")
+    if not math.isfinite(ttl) or ttl <= 0 or ttl > MAX_TTL:
+        raise ValueError(f"a ttl must be a positive number of seconds, at most {MAX_TTL:.0f} (30 days), not {ttl!r}")
     return float(ttl)
+
+
+def check_timeout(timeout: object, *, what: str = "timeout") -> float | None:
+    """A timeout is ``None`` (wait for ever), or a number of seconds >= 0; ``inf`` means ``None``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(timeout).__name__}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{what} must be a non-negative number of seconds or None, not {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 def is_under(key: str, prefix: str) -> bool:

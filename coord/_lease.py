@@ -20,11 +20,12 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._clock import Clock, Timer
 from ._errors import CoordError
+from ._metrics import count, record
 
 __all__ = ["Lease", "LeaseKeeper"]
 
@@ -152,10 +153,17 @@ class LeaseKeeper:
     Store's, which translates their errors.
     """
 
-    def __init__(self, clock: Clock, renew: Callable[[Lease], bool], revoke: Callable[[Lease], None]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        renew: Callable[[Lease], bool],
+        revoke: Callable[[Lease], None],
+        labels: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
         self._clock = clock
         self._renew = renew
         self._revoke = revoke
+        self._labels = labels  # the metrics' attributes (the backend)
         self.lock = threading.Lock()  # guards the records and every lease's callbacks
         self._leases: dict[Lease, _Kept] = {}
         self._closed = False
@@ -202,6 +210,7 @@ class LeaseKeeper:
             self._leases.pop(lease, None)
             lease.lost.set()
             callbacks, lease._callbacks = lease._callbacks, []
+        count("coord.lease.lost", self._labels())
         self.dispatch(lease, callbacks)
 
     def dispatch(self, lease: Lease, callbacks: list[Callable[[Lease], Any]]) -> None:
@@ -210,11 +219,16 @@ class LeaseKeeper:
             self._callbacks.call_soon(functools.partial(_call, callback, lease))
 
     def close(self) -> None:
-        """Stop renewing every lease (the Store revokes them)."""
+        """Stop renewing every lease, and count each as revoked here (the Store revokes them on its side).
+
+        A holder of one of them reports not held from now on: after
+        ``Store.close()`` nobody in this process may act on a lease of it.
+        """
         with self.lock:
             self._closed = True
             for kept in self._leases.values():
                 kept.cancel()
+                kept.revoked = True
             self._leases.clear()
 
     # -- the timers ----------------------------------------------------------
@@ -246,14 +260,19 @@ class LeaseKeeper:
         if not exists:
             self.mark_lost(lease)
             return
+        answered = self._clock.now()
         with self.lock:
             kept = self._leases.get(lease)
             if kept is None:
                 return  # revoked or lost meanwhile
+            margin = kept.deadline - answered
             # Only a renewal sent before the deadline extends it: see the module docstring.
             if sent < kept.deadline:
                 kept.deadline = sent + lease.ttl
             self._schedule(lease, kept, sent + lease.ttl / 3)
+        labels = self._labels()
+        record("coord.lease.renewal.duration", answered - sent, labels)
+        record("coord.lease.renewal.margin", margin, labels)
 
 
 def _call(callback: Callable[[Lease], Any], lease: Lease) -> None:

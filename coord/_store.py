@@ -12,7 +12,9 @@ from __future__ import annotations
 import abc
 import builtins
 import contextlib
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import ClassVar
@@ -41,13 +43,19 @@ class Store(abc.ABC):
     #: Options the backend takes (besides ``timeout`` and ``prefix``), with a
     #: parser for their query-string form.
     OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {}
+    #: Whether a transaction may write several keys, or check keys it does not write. A backend
+    #: that cannot (etcd's v2 API has no multi-key atomicity) raises ``NotSupported`` for those,
+    #: writing nothing; one conditional write and any reads work everywhere.
+    multi_key_transactions: bool = True
 
     def __init__(self, *, prefix: str = "", clock: Clock | None = None) -> None:
         self._prefix = normalize_key(prefix, allow_root=True)
         self.clock: Clock = clock or SystemClock()
         self._closed = False
+        self._closed_why = "the store is closed"
         self._close_lock = threading.Lock()
-        self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke)
+        self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke, lambda: {"coord.backend": self.backend})
+        _open_stores.add(self)
         self._watches: set[WatchFeed] = set()
         self._watches_lock = threading.Lock()
         self._session_leases: dict[float, Lease] = {}
@@ -160,10 +168,11 @@ class Store(abc.ABC):
             if self._closed:
                 return
             self._closed = True
-        for lease in self._keeper.leases():
+        leases = self._keeper.leases()
+        self._keeper.close()  # first: from now on no holder here acts on them
+        for lease in leases:
             with contextlib.suppress(CoordError):  # if not, the server expires it
                 self._lease_revoke(lease)
-        self._keeper.close()
         with self._watches_lock:
             feeds = list(self._watches)
         for feed in feeds:
@@ -256,7 +265,7 @@ class Store(abc.ABC):
         """Validate and prefix ``key``, refuse closed stores, and label errors with key and backend."""
         try:
             if self._closed:
-                raise StoreClosed("the store is closed")
+                raise StoreClosed(self._closed_why)
             full = ""
             if key is not _NO_KEY:
                 full = normalize_key(key, allow_root=root)
@@ -362,6 +371,22 @@ class Store(abc.ABC):
             exc.backend = exc.backend or self.backend
             raise
 
+    def _forsake(self) -> None:
+        """In a child process after ``fork()``: the parent's connections, threads and leases are not ours.
+
+        Nothing is said to the store (the parent still uses all of it): the
+        Store closes here, its leases count as revoked and its watches end,
+        and every later call raises ``StoreClosed`` saying why.
+        """
+        self._closed = True
+        self._closed_why = (
+            f"this {type(self).__name__} was opened in process {os.getppid()} before it forked: a Store cannot be "
+            "shared with a child process; open another one in the child (coord.connect)"
+        )
+        self._keeper.close()
+        for feed in list(self._watches):
+            feed._close()
+
     def _revoke(self, lease: Lease) -> None:
         if self._closed:
             return  # close() revokes what is left
@@ -370,6 +395,17 @@ class Store(abc.ABC):
 
 
 _NO_KEY = object()  # for operations that concern no key (leases)
+
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_open_stores):
+        if not store._closed:
+            store._forsake()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _label(key: object) -> str | None:

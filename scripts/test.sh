@@ -5,7 +5,7 @@
 # Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e '.[all,test]'
+python3 -m pip install -q -e '.[all,test,bench]'
 python3 scripts/servers.py start
 if [ "${KEEP_SERVERS:-0}" != 1 ]; then
   trap 'python3 scripts/servers.py stop' EXIT

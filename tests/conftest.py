@@ -1,57 +1,66 @@
-"""One parametrised fixture runs every Store test against every backend.
+"""The fixtures coord's tests share, parametrised by coord's backend table; the one gate for test servers.
 
-The backends are coord's backend table (``coord._registry``). Those without a
-server always run; a server backend runs when its test URL is set
-(COORD_TEST_ETCD, COORD_TEST_ZOOKEEPER, COORD_TEST_REDIS). With
-COORD_REQUIRE_SERVERS=1 (set in CI) a backend whose URL is unset, or whose
-server does not answer, fails the run instead of being left out.
+The conformance plugin (``coord.testing.conformance``) gives ``open_store``
+and ``store`` on ``store_url``; here ``store_url`` and ``process_url`` are
+parametrised by the backends of ``coord._registry.BACKENDS``, so every test
+that uses them (the whole conformance suite, tests/test_conformance.py,
+included) runs once per backend. Each test gets its own key prefix, so tests
+never see each other's keys and the servers need no cleaning between tests.
 
-Each test gets its own key prefix, so tests never see each other's keys and
-the servers need no cleaning between tests.
+A test that needs a backend's server is marked ``@pytest.mark.server(NAME)``;
+the backend fixtures mark their server backends' parameters so. A marked
+test runs when the server's URL is set (COORD_TEST_ETCD,
+COORD_TEST_ZOOKEEPER, COORD_TEST_REDIS: ``eval "$(python3 scripts/servers.py
+env)"``) and is skipped when it is not, unless COORD_REQUIRE_SERVERS=1 (set
+in CI): then it fails.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import coord
-from coord._registry import BACKENDS, server_backends
+from coord._registry import BACKENDS, Backend
+from coord.testing.conformance import fresh_namespace
+from tests.support import REQUIRE_SERVERS, Children, missing_server, url_of
 
-#: backend name -> the variable holding its test server's URL, from coord's backend table
-SERVER_BACKENDS = {backend.name: backend.test_env for backend in server_backends() if backend.test_env}
-REQUIRE_SERVERS = os.environ.get("COORD_REQUIRE_SERVERS") == "1"
-
-ALL_BACKENDS = [
-    backend.name
-    for backend in BACKENDS
-    if backend.test_env is None or os.environ.get(backend.test_env) or REQUIRE_SERVERS
-]
+pytest_plugins = ["coord.testing.conformance"]
 
 
-def _server_backends() -> list[str]:
-    return [name for name in ALL_BACKENDS if name in SERVER_BACKENDS]
+def _param(backend: Backend) -> object:
+    marks = [pytest.mark.server(backend.name)] if backend.test_env else []
+    return pytest.param(backend.name, marks=marks, id=backend.name)
 
 
+#: Every backend; server backends carry the server mark.
+ALL_BACKENDS = [_param(backend) for backend in BACKENDS]
 #: Backends that several processes can share (everything but memory).
-PROCESS_BACKENDS = [backend.name for backend in BACKENDS if backend.shared and backend.name in ALL_BACKENDS]
+PROCESS_BACKENDS = [_param(backend) for backend in BACKENDS if backend.shared]
+#: Backends whose server scripts/servers.py runs, so tests can kill, restart and cut it off.
+SERVER_BACKENDS = [_param(backend) for backend in BACKENDS if backend.server]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("server"):
+        reason = missing_server(mark.args[0])
+        if reason and REQUIRE_SERVERS:
+            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
+        if reason:
+            pytest.skip(reason)
 
 
 def make_url(backend: str, tmp_path: Path) -> str:
     """A URL for ``backend`` with a prefix of its own, that child processes can open too."""
-    tag = f"t{uuid.uuid4().hex[:12]}"
     if backend == "memory":
-        return f"memory://{tag}"
+        return f"memory://t{uuid.uuid4().hex[:12]}"
     if backend == "sqlite":
         return f"sqlite://{tmp_path / 'coord.db'}"
-    url = os.environ.get(SERVER_BACKENDS[backend])
-    if not url:
-        pytest.fail(f"COORD_REQUIRE_SERVERS=1 but {SERVER_BACKENDS[backend]} is not set")
-    return f"{url}{'&' if '?' in url else '?'}prefix={tag}"
+    return fresh_namespace(url_of(backend))
 
 
 @pytest.fixture(params=ALL_BACKENDS)
@@ -66,41 +75,38 @@ def process_backend(request: pytest.FixtureRequest) -> str:
     return name
 
 
-def _open(url: str) -> coord.Store:
-    try:
-        return coord.connect(url)
-    except coord.StoreUnavailable as exc:
-        pytest.fail(f"the server behind {url} does not answer: {exc}")
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
 
 
 @pytest.fixture
-def url(backend: str, tmp_path: Path) -> str:
+def store_url(backend: str, tmp_path: Path) -> str:
     """The URL of a fresh, empty namespace on ``backend``."""
     return make_url(backend, tmp_path)
 
 
 @pytest.fixture
 def process_url(process_backend: str, tmp_path: Path) -> str:
-    """Like ``url``, for backends that several processes can share."""
+    """Like ``store_url``, for backends that several processes can share."""
     return make_url(process_backend, tmp_path)
 
 
 @pytest.fixture
-def open_store(url: str) -> Iterator[Callable[[], coord.Store]]:
-    """Open Stores on ``url`` (another client of the same namespace each call); all closed after the test."""
-    stores: list[coord.Store] = []
-
-    def opener() -> coord.Store:
-        store = _open(url)
-        stores.append(store)
-        return store
-
-    yield opener
-    for store in stores:
-        store.close()
+def server_url(server_backend: str, tmp_path: Path) -> str:
+    """Like ``store_url``, on a backend whose server the test may kill, restart or cut off."""
+    return make_url(server_backend, tmp_path)
 
 
 @pytest.fixture
-def store(open_store: Callable[[], coord.Store]) -> coord.Store:
-    """An open Store on a fresh namespace of the backend under test."""
-    return open_store()
+def children() -> Iterator[Children]:
+    """Start the test's child processes here; they are all killed at its end."""
+    made = Children()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def clock() -> coord.ManualClock:
+    return coord.ManualClock()

@@ -11,7 +11,7 @@ import pytest
 
 import coord
 from coord._url import parse_url as _parse
-from tests.helpers import ROOT
+from tests.support import ROOT
 
 
 def test_unknown_scheme_is_a_configuration_error() -> None:
@@ -121,17 +121,17 @@ def test_every_error_is_a_coord_error() -> None:
     assert issubclass(coord.InvalidKey, ValueError)
 
 
-def test_a_backend_that_cannot_run_on_an_injected_clock_says_not_supported(backend: str, url: str) -> None:
+def test_a_backend_that_cannot_run_on_an_injected_clock_says_not_supported(backend: str, store_url: str) -> None:
     """Every backend runs on a ManualClock (the client's deadlines on virtual time), or raises NotSupported.
 
     sqlite cannot: its deadlines are the host's, shared by every process.
     """
     if backend == "sqlite":
         with pytest.raises(coord.NotSupported, match="clock") as info:
-            coord.connect(url, clock=coord.ManualClock())
+            coord.connect(store_url, clock=coord.ManualClock())
         assert info.value.backend == "sqlite"
         return
-    store = coord.connect(url, clock=coord.ManualClock())
+    store = coord.connect(store_url, clock=coord.ManualClock())
     with store:
         assert isinstance(store.clock, coord.ManualClock)
         store.put("k", b"v")

@@ -1,4 +1,4 @@
-"""The stateful tests can fail: each catches a recipe broken on purpose (tests/mutants.py).
+"""The stateful tests can fail: each catches a recipe broken on purpose (tests/support/mutants.py).
 
 Each mutant is patched in and its state machine run with the same settings
 as in CI (no shrinking, so the hunt stops at the first failure); the test
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine
-from hypothesis_profiles import hunting, run_machine
-from mutants import MUTANTS, Mutant
 from test_stateful_barrier import BarrierMachine
 from test_stateful_election import ElectionMachine
 from test_stateful_lock import LockMachine, SemaphoreMachine
 from test_stateful_registration import RegistrationMachine
+
+from tests.support.hypothesis_profiles import hunting, run_machine
+from tests.support.mutants import MUTANTS, Mutant
 
 MACHINES: dict[str, type[RuleBasedStateMachine]] = {
     machine.__name__: machine

@@ -27,47 +27,21 @@ needs it and stopped after it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
-from fault_children import TTL
-from recipe_support import Child, Children
 
-from tests.conftest import _server_backends, make_url
-from tests.proxy import Proxy
+from tests.support import FAULT_CHILDREN, Child, Children, Proxy, server_of, servers
+from tests.support.fault_children import TTL
 
-HERE = Path(__file__).resolve().parent
-
-
-def _servers() -> ModuleType:
-    """scripts/servers.py, which knows where the test servers run ($COORD_SERVERS_DIR, ..._PORT_OFFSET)."""
-    name = "coord_test_servers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE.parent / "scripts" / "servers.py")
-        assert spec and spec.loader
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-servers = _servers()
-
-SERVER_NAMES = {"etcd": "etcd", "zookeeper": "zookeeper", "redis": "redis"}
-FAULT_BACKENDS = [name for name in _server_backends() if name in SERVER_NAMES]
 RECOVERY = 90.0  # generous: a restarted ZooKeeper takes seconds to answer, CI machines are slow
-
-pytestmark = pytest.mark.servers
 
 
 # -- reading what the children did ------------------------------------------------------------------
@@ -131,27 +105,9 @@ def summary(children: list[Child]) -> str:
 
 
 def spawn(children: Children, mode: str, url: str, name: str, *extra: str) -> Child:
-    child = children.start([str(HERE / "fault_children.py"), mode, url, name, str(TTL), *extra])
+    child = children.start([str(FAULT_CHILDREN), mode, url, name, str(TTL), *extra])
     child.expect("READY", 60)
     return child
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
-
-
-@pytest.fixture(params=FAULT_BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture
-def url(backend: str, tmp_path: Path) -> str:
-    return make_url(backend, tmp_path)
 
 
 def upstream(url: str) -> tuple[str, int]:
@@ -168,10 +124,12 @@ def through(url: str, proxy: Proxy) -> str:
 # -- the server is killed and started again ---------------------------------------------------------
 
 
-def test_recipes_recover_when_the_server_is_killed_and_restarted(backend: str, url: str, children: Children) -> None:
-    server = servers.SERVERS[SERVER_NAMES[backend]]
-    candidates = [spawn(children, "candidate", url, "e") for _ in range(2)]
-    workers = [spawn(children, "worker", url, "l") for _ in range(2)]
+def test_recipes_recover_when_the_server_is_killed_and_restarted(
+    server_backend: str, server_url: str, children: Children
+) -> None:
+    server = server_of(server_backend)
+    candidates = [spawn(children, "candidate", server_url, "e") for _ in range(2)]
+    workers = [spawn(children, "worker", server_url, "l") for _ in range(2)]
     everyone = candidates + workers
     wait_until(lambda: count(candidates, "ACTED") > 0 and count(workers, "WORKED") >= 4, 60, "work", everyone)
     killed = time.monotonic()
@@ -186,7 +144,7 @@ def test_recipes_recover_when_the_server_is_killed_and_restarted(backend: str, u
         everyone,
     )
     print(
-        f"{backend}: recovered {time.monotonic() - restarted:.1f} s after the restart ({restarted - killed:.1f} s down)"
+        f"{server_backend}: recovered {time.monotonic() - restarted:.1f} s after the restart ({restarted - killed:.1f} s down)"
     )
     children.close()
     print(f"{summary(everyone)}")
@@ -197,15 +155,15 @@ def test_recipes_recover_when_the_server_is_killed_and_restarted(backend: str, u
 # -- one client's connection is cut, or stalled ------------------------------------------------------
 
 
-def test_a_leader_whose_connection_is_cut_recovers(backend: str, url: str, children: Children) -> None:
-    with Proxy(upstream(url)) as proxy:
+def test_a_leader_whose_connection_is_cut_recovers(server_url: str, children: Children) -> None:
+    with Proxy(upstream(server_url)) as proxy:
         leader, worker = (
-            spawn(children, "candidate", through(url, proxy), "e"),
-            spawn(children, "worker", through(url, proxy), "l"),
+            spawn(children, "candidate", through(server_url, proxy), "e"),
+            spawn(children, "worker", through(server_url, proxy), "l"),
         )
         wait_until(lambda: count([leader], "ACTED") > 0, 60, "the proxied candidate leads", [leader, worker])
-        candidates = [leader, spawn(children, "candidate", url, "e")]
-        workers = [worker, spawn(children, "worker", url, "l")]
+        candidates = [leader, spawn(children, "candidate", server_url, "e")]
+        workers = [worker, spawn(children, "worker", server_url, "l")]
         everyone = candidates + workers
         wait_until(lambda: count(workers, "WORKED") >= 2, 60, "work", everyone)
         for _ in range(3):
@@ -224,11 +182,13 @@ def test_a_leader_whose_connection_is_cut_recovers(backend: str, url: str, child
     check_history(workers, "HOLDING", "WORKED")
 
 
-def test_a_leader_whose_connection_stalls_past_its_ttl_steps_down(backend: str, url: str, children: Children) -> None:
-    with Proxy(upstream(url)) as proxy:
-        stalled = spawn(children, "candidate", through(url, proxy), "e", "--stale-write")
+def test_a_leader_whose_connection_stalls_past_its_ttl_steps_down(
+    server_backend: str, server_url: str, children: Children
+) -> None:
+    with Proxy(upstream(server_url)) as proxy:
+        stalled = spawn(children, "candidate", through(server_url, proxy), "e", "--stale-write")
         wait_until(lambda: count([stalled], "ACTED") > 0, 60, "the proxied candidate leads", [stalled])
-        other = spawn(children, "candidate", url, "e")
+        other = spawn(children, "candidate", server_url, "e")
         proxy.stall()  # connections stay open, nothing gets through: a frozen network
         stall = time.monotonic()
         wait_until(lambda: count([other], "ACTED", stall) > 0, TTL + RECOVERY, "the other candidate leads", [other])
@@ -237,17 +197,17 @@ def test_a_leader_whose_connection_stalls_past_its_ttl_steps_down(backend: str, 
         assert words[3] == "True", f"lost not set on the stalled leader: {words}"
         assert stalled.expect("STALE", RECOVERY)[2] == "rejected", "a write under the stale token got through"
     children.close()
-    print(f"{backend}: {summary([stalled, other])}")
+    print(f"{server_backend}: {summary([stalled, other])}")
     check_history([stalled, other], "LEADER", "ACTED")
 
 
 # -- the leader is paused (SIGSTOP) past its ttl ------------------------------------------------------
 
 
-def test_a_paused_leader_sees_lost_and_its_stale_write_is_rejected(url: str, children: Children) -> None:
-    paused = spawn(children, "candidate", url, "e", "--stale-write")
+def test_a_paused_leader_sees_lost_and_its_stale_write_is_rejected(server_url: str, children: Children) -> None:
+    paused = spawn(children, "candidate", server_url, "e", "--stale-write")
     paused.expect("LEADER", 60)
-    other = spawn(children, "candidate", url, "e")
+    other = spawn(children, "candidate", server_url, "e")
     paused.expect("ACTED", 30)
     paused.signal(signal.SIGSTOP)
     stopped = time.monotonic()
@@ -304,7 +264,7 @@ def cluster() -> Iterator[str]:
             shutil.rmtree(member.dir, ignore_errors=True)
 
 
-@pytest.mark.skipif("etcd" not in FAULT_BACKENDS, reason="COORD_TEST_ETCD is not set")
+@pytest.mark.server("etcd")
 def test_an_etcd_cluster_loses_the_member_its_clients_use(cluster: str, tmp_path: Path, children: Children) -> None:
     url = f"{cluster}?prefix=t{os.urandom(6).hex()}"
     candidates = [spawn(children, "candidate", url, "e") for _ in range(2)]

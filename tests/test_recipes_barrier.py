@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from recipe_support import Children, run, wait_for
 
 import coord
+from tests.support import Children, run, wait_for
 
 TTL = 2.0
 EXPIRY_BOUND = TTL + 1.0 + 1.0  # generous: machines are noisy
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 def tickets(store: coord.Store, base: str) -> list[str]:

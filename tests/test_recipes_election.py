@@ -6,25 +6,18 @@ import queue
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from recipe_support import Child, Children, first, run, wait_for
 
 import coord
 from coord.testing import FaultyStore
+from tests.support import Child, Children, first, run, wait_for
 
 TTL = 2.0  # etcd's minimum lease; short enough for a fast suite
 # Generous bounds for a noisy 2-core machine; the precise numbers belong in benchmarks/failover.py.
 KILL_BOUND = TTL + 1.0 + 1.0
 RESIGN_BOUND = 2.0
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 # -- one process, every backend ------------------------------------------------------

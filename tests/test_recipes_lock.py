@@ -9,23 +9,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from recipe_support import Children, run, wait_for
 
 import coord
 from coord.testing import FaultyStore
+from tests.support import Children, run, wait_for
 
 TTL = 2.0
 KILL_BOUND = TTL + 1.0 + 1.0  # generous: the precise numbers belong in benchmarks/failover.py
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 def wakeups(caplog: pytest.LogCaptureFixture) -> Counter[str]:

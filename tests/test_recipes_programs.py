@@ -8,19 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
-import pytest
-from recipe_support import ROOT, Children
+from tests.support import ROOT, Children
 
 TTL = 2.0
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 def program(name: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

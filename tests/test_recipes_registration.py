@@ -10,23 +10,16 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from recipe_support import ROOT, Child, Children, wait_for
 
 import coord
 from coord.testing import FaultyStore
+from tests.support import ROOT, Child, Children, wait_for
 
 TTL = 2.0
 KILL_BOUND = TTL + 1.0 + 1.0  # generous: machines are noisy
-
-
-@pytest.fixture
-def children() -> Iterator[Children]:
-    made = Children()
-    yield made
-    made.close()
 
 
 def test_a_registered_instance_is_discovered_until_closed(store: coord.Store) -> None:

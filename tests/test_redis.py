@@ -5,7 +5,6 @@ reader thread per Store, and URL handling. The conformance suite covers the rest
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -18,24 +17,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 import coord
-from tests.helpers import drain
-from tests.proxy import Proxy
+from tests.support import Proxy, drain, summary, url_of
 
-redis = pytest.importorskip("redis")
-
-URL = os.environ.get("COORD_TEST_REDIS", "")
-if not URL:
-    if os.environ.get("COORD_REQUIRE_SERVERS") == "1":
-        raise RuntimeError("COORD_REQUIRE_SERVERS=1 but COORD_TEST_REDIS is not set")
-    pytest.skip("COORD_TEST_REDIS is not set", allow_module_level=True)
-
-pytestmark = pytest.mark.servers
-
-
-def summary(events: list[coord.Event]) -> list[tuple[str, str, bytes | None]]:
-    return [(event.type, event.key, event.value) for event in events]
+URL = url_of("redis")
+pytestmark = pytest.mark.server("redis")
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
-from hypothesis_profiles import run_machine
-from stateful_support import TTL, Client, ClientsMachine
 
 import coord
 from coord._types import Event
 from coord._watch import WatchFeed
 from coord.testing import Task
+from tests.support.hypothesis_profiles import run_machine
+from tests.support.stateful import TTL, Client, ClientsMachine
 
 PARTIES = 3
 BASE = "barrier/B"

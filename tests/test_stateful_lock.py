@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
-from hypothesis_profiles import run_machine
-from stateful_support import TTL, Client, ClientsMachine
 
 import coord
 from coord.testing import Task
+from tests.support.hypothesis_profiles import run_machine
+from tests.support.stateful import TTL, Client, ClientsMachine
 
 # A failure is shrunk before it is reported, which can take Hypothesis up to five minutes.
 pytestmark = pytest.mark.timeout(900)

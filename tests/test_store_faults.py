@@ -8,8 +8,6 @@ Store must keep working afterwards.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -17,34 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 import coord
-from tests.conftest import _server_backends, make_url
-from tests.helpers import ROOT, drain
-from tests.proxy import Proxy
-
-_spec = importlib.util.spec_from_file_location("servers", ROOT / "scripts" / "servers.py")
-assert _spec and _spec.loader
-servers = importlib.util.module_from_spec(_spec)
-sys.modules["servers"] = servers  # dataclasses look their module up while the class is built
-_spec.loader.exec_module(servers)
-
-# Backends whose server this suite can restart: the ones scripts/servers.py runs.
-SERVER_NAMES = {"etcd": "etcd", "etcd2": "etcd", "zookeeper": "zookeeper", "redis": "redis"}
-FAULT_BACKENDS = [name for name in _server_backends() if name in SERVER_NAMES]
-
-
-def summary(events: list[coord.Event]) -> list[tuple[str, str, bytes | None]]:
-    return [(event.type, event.key, event.value) for event in events]
-
-
-@pytest.fixture(params=FAULT_BACKENDS)
-def server_backend(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
-@pytest.fixture
-def server_url(server_backend: str, tmp_path: object) -> str:
-    return make_url(server_backend, tmp_path)  # type: ignore[arg-type]
+from tests.support import Proxy, drain, server_of, summary
 
 
 @pytest.fixture
@@ -56,13 +27,8 @@ def proxied(server_url: str) -> Iterator[tuple[str, Proxy]]:
         yield server_url.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{proxy.port}", 1), proxy
 
 
-def _server(url: str) -> object:
-    scheme = urlsplit(url).scheme
-    return servers.SERVERS[SERVER_NAMES[scheme]]
-
-
-def test_a_watch_survives_a_server_restart(server_url: str) -> None:
-    server = _server(server_url)
+def test_a_watch_survives_a_server_restart(server_backend: str, server_url: str) -> None:
+    server = server_of(server_backend)
     # A server that has just restarted may take a while to answer a new session
     # (ZooKeeper sometimes sits on the handshake until kazoo's connect timeout):
     # a generous timeout lets the first operations ride that out.
@@ -71,7 +37,7 @@ def test_a_watch_survives_a_server_restart(server_url: str) -> None:
         writer.put("r/before", b"1")
         assert summary(drain(watch, 1)) == [("put", "r/before", b"1")]
         time.sleep(1.2)  # past Redis's once-a-second fsync, so the write survives the kill
-        server.restart()  # type: ignore[attr-defined]
+        server.restart()
         writer.put("r/after", b"2")
         writer.delete("r/before")
         events = drain(watch, 2, timeout=60)

@@ -9,11 +9,6 @@ from coord.testing import FaultyStore
 
 
 @pytest.fixture
-def clock() -> coord.ManualClock:
-    return coord.ManualClock()
-
-
-@pytest.fixture
 def faulty(clock: coord.ManualClock) -> FaultyStore:
     return FaultyStore(coord.connect("memory://", clock=clock))
 

@@ -10,11 +10,6 @@ import coord
 from coord.testing import FaultyStore, Killed, Scheduler, Stalled
 
 
-@pytest.fixture
-def clock() -> coord.ManualClock:
-    return coord.ManualClock()
-
-
 def client(clock: coord.ManualClock, name: str = "shared") -> FaultyStore:
     return FaultyStore(coord.connect(f"memory://scheduler-{name}", clock=clock))
 

@@ -1,11 +1,10 @@
 """What the ZooKeeper backend adds to the shared suite: its own mapping onto znodes.
 
-Runs when COORD_TEST_ZOOKEEPER is set (or fails under COORD_REQUIRE_SERVERS=1).
+Runs against $COORD_TEST_ZOOKEEPER (``pytest.mark.server``: skipped when it is unset, failed under COORD_REQUIRE_SERVERS=1).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 import uuid
@@ -16,17 +15,14 @@ import pytest
 from kazoo.client import KazooClient
 
 import coord
-from tests.conftest import REQUIRE_SERVERS
-from tests.helpers import Child, drain, wait_for
+from tests.support import Child, drain, next_event, url_of
 
-URL = os.environ.get("COORD_TEST_ZOOKEEPER")
-pytestmark = pytest.mark.skipif(not URL and not REQUIRE_SERVERS, reason="COORD_TEST_ZOOKEEPER is not set")
+URL = url_of("zookeeper")
+pytestmark = pytest.mark.server("zookeeper")
 
 
 @pytest.fixture
 def url() -> str:
-    if not URL:
-        pytest.fail("COORD_REQUIRE_SERVERS=1 but COORD_TEST_ZOOKEEPER is not set")
     return f"{URL}?prefix=z{uuid.uuid4().hex[:12]}"
 
 
@@ -54,7 +50,7 @@ def test_a_watcher_reaps_a_ttl_key_whose_writer_is_gone(url: str, store: coord.S
         writer.put("t", b"v", ttl=1.0)
     with store.watch("t") as watch:
         drain(watch, 1)
-        wait_for(watch, lambda event: event.type == "delete", timeout=3.0)
+        next_event(watch, lambda event: event.type == "delete", timeout=3.0)
     assert not store.exists("t")
 
 
@@ -69,12 +65,12 @@ input()
 
 def test_a_key_of_an_expired_session_can_be_created_again(url: str, store: coord.Store) -> None:
     """Nobody watched the key when its session expired: the first writer logs the delete before creating it."""
-    child = Child(HOLDER, url)
+    child = Child.from_code(HOLDER, env={"COORD_URL": url})
     try:
-        child.expect("ready")
+        child.expect("ready", 30)
         child.signal(signal.SIGKILL)
     finally:
-        child.stop()
+        child.close()
     deadline = time.monotonic() + 10
     while store.exists("k") and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -93,7 +89,6 @@ BIG = b"b" * (1024 * 1024)  # over the 400 KiB kept inline: two chunks under ROO
 @pytest.fixture
 def zk() -> Iterator[KazooClient]:
     """A kazoo client of its own, to look at the znodes behind a Store."""
-    assert URL
     client = KazooClient(hosts=URL.removeprefix("zookeeper://"))
     client.start(timeout=10)
     yield client
@@ -236,15 +231,15 @@ input()
 
 def test_the_chunks_of_a_killed_owners_lease_are_freed_by_a_watcher(blob_url: str, zk: KazooClient, root: str) -> None:
     with coord.connect(blob_url) as store:
-        child = Child(BIG_HOLDER, blob_url)
+        child = Child.from_code(BIG_HOLDER, env={"COORD_URL": blob_url})
         try:
-            child.expect("ready")
+            child.expect("ready", 30)
             with store.watch("k") as watch:
                 assert drain(watch, 1)[0].value == BIG
                 child.signal(signal.SIGKILL)
-                wait_for(watch, lambda event: event.type == "delete", timeout=10.0)
+                next_event(watch, lambda event: event.type == "delete", timeout=10.0)
         finally:
-            child.stop()
+            child.close()
         assert settle(store, zk, root) == []
 
 

@@ -1,54 +1,89 @@
-"""The holding protocol Lock, Semaphore, Leadership and Registration share (docs/recipes.md).
+"""The holding protocol Lock, Semaphore, Leadership, Registration and DoubleBarrier share (docs/recipes.md).
 
-A holder holds through a lease, one holding at a time:
+A holder holds through a key bound to a lease, one holding at a time:
 
 - ``held`` is exact at the moment it is read: false from the moment the
   store may let someone else in;
 - ``token`` is the fencing token of the current (or last) holding;
 - ``lease`` is the current holding's lease (``None`` when not held);
-- ``lost`` is the current (or last) holding's lease's ``lost``: set when
-  that lease is lost, no later than ``held`` turns false; never set by a
-  release; a new holding has a new ``lost``;
+- ``lost`` is the current (or last) holding's: set when its lease is lost
+  (no later than ``held`` turns false: reading it checks the lease's
+  deadline), or when its key was found gone while the lease lived (see
+  ``_guard``); never set by a release; a new holding has a new ``lost``;
 - ``on_lost(callback)`` calls ``callback(holder)`` each time a holding of
-  this holder loses its lease (soon, if the current one already has), on
-  the lease's callbacks thread.
+  this holder is lost (soon, if the current one already is), on the
+  Store's callbacks thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .._lease import Lease
+from .._store import Store
+from ._guard import guard
 
 __all__ = ["Holding"]
+
+log = logging.getLogger("coord.recipes")
 
 OwnerT = TypeVar("OwnerT")
 
 
+class _Lost(threading.Event):
+    """One holding's ``lost``: set when its key is found gone, and reading it also reads its lease's."""
+
+    def __init__(self, lease: Lease) -> None:
+        super().__init__()
+        self._lease = lease
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._lease.lost.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(timeout) or self.is_set()
+
+
 class Holding(Generic[OwnerT]):
-    """The lease, token and loss callbacks of one holder's current (or last) holding."""
+    """The lease, token, key guard and loss callbacks of one holder's current (or last) holding."""
 
     def __init__(self, owner: OwnerT) -> None:
         self._owner = owner
         self._lock = threading.Lock()
         self._lease: Lease | None = None
         self._token: int | None = None
+        self._lost: threading.Event = threading.Event()  # before the first holding: never set
+        self._reported: _Lost | None = None  # the last holding whose loss the callbacks were told of
         self._callbacks: list[Callable[[OwnerT], Any]] = []
-        self._reported: Lease | None = None  # the last lease whose loss the callbacks were told of
-        self._forget: Callable[[], None] = lambda: None  # unsubscribes from the current lease
-        self._never_lost = threading.Event()  # ``lost`` before the first holding: never set
+        self._on_gone: Callable[[], None] = lambda: None
+        self._stops: list[Callable[[], None]] = []  # unsubscribe from the lease, stop guarding the key
 
-    def begin(self, lease: Lease, token: int) -> None:
-        """A new holding, through ``lease``, with fencing token ``token``."""
+    def begin(
+        self, store: Store, key: str, lease: Lease, token: int, on_gone: Callable[[], None] | None = None
+    ) -> None:
+        """A new holding: ``key``, bound to ``lease``, with fencing token ``token``.
+
+        ``on_gone`` is told (before the callbacks) if the key vanishes while
+        the lease lives, so the holder stops holding.
+        """
+        lost = _Lost(lease)
         with self._lock:
-            self._lease, self._token = lease, token
-        self._forget = lease.on_lost(self._lease_lost)
+            self._lease, self._token, self._lost = lease, token, lost
+            self._on_gone = on_gone or (lambda: None)
+        self._stops = [
+            lease.on_lost(lambda _lease: self._report(lost)),
+            guard(store, key, lease, lambda: self._gone(lost, store)),
+        ]
 
     def end(self) -> None:
-        """The holding was let go: its lease (which may live on, as a session) no longer concerns this holder."""
-        self._forget()
+        """The holding was let go: its lease (which may live on, as a session) and key no longer concern us."""
+        stops, self._stops = self._stops, []
+        for stop in stops:
+            stop()
 
     @property
     def lease(self) -> Lease | None:
@@ -63,21 +98,40 @@ class Holding(Generic[OwnerT]):
 
     @property
     def lost(self) -> threading.Event:
-        lease = self._lease
-        return self._never_lost if lease is None else lease.lost
+        return self._lost
 
-    def on_lost(self, callback: Callable[[OwnerT], Any]) -> None:
+    def on_lost(self, callback: Callable[[OwnerT], Any]) -> Callable[[], None]:
+        """Add ``callback``; returns a function that removes it."""
         with self._lock:
             self._callbacks.append(callback)
-            late = self._lease if self._reported is not None and self._reported is self._lease else None
-        if late is not None:  # the current holding was lost before this callback came: tell it too
-            late.on_lost(lambda _lease: callback(self._owner))
+            late = self._reported is not None and self._reported is self._lost
+        if late:  # the current holding was lost before this callback came: tell it too
+            callback(self._owner)
+        return lambda: self._forget(callback)
 
-    def _lease_lost(self, lease: Lease) -> None:
+    def _forget(self, callback: Callable[[OwnerT], Any]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    def _gone(self, lost: _Lost, store: Store) -> None:
+        """The guard found the key gone: this holding is over (told on the callbacks lane)."""
         with self._lock:
-            if lease is not self._lease:
-                return  # an earlier holding's lease: not news
-            self._reported = lease
+            if lost is not self._lost:
+                return
+            on_gone = self._on_gone
+        on_gone()
+        lost.set()
+        store.clock.timers("lease-callbacks").call_soon(lambda: self._report(lost))
+
+    def _report(self, lost: _Lost) -> None:
+        with self._lock:
+            if lost is not self._lost or self._reported is lost:
+                return  # an earlier holding's news, or told already
+            self._reported = lost
+            lost.set()
             callbacks = list(self._callbacks)
         for callback in callbacks:
-            callback(self._owner)
+            try:
+                callback(self._owner)
+            except Exception:  # one callback's bug must not keep the others from the news
+                log.exception("on_lost callback %r failed", callback)

@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import KeyModified, KeyNotFound, LeaseExpired
-from .._keys import check_ttl
+from .._keys import check_timeout, check_ttl
 from .._lease import Lease
+from .._metrics import count, record
 from .._store import Store
 from ._holding import Holding
 from ._observe import observe
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Election", "Leadership"]
 
@@ -58,10 +60,26 @@ class Election:
         Candidates are served in the order they campaigned. A candidate whose
         lease is lost while it waits queues again, at the back.
         """
+        timeout = check_timeout(timeout)
         store = resolve(self._store)
-        hold = join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
+        started = store.clock.now()
+        hold = run(self._join(store, timeout))
         if hold is None:
             raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
+        return self._won(store, hold, started)
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The campaign's protocol (shared with ``coord.aio``)."""
+        return join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
+
+    def _won(self, store: Store, hold: Hold, started: float) -> Leadership:
+        """Leadership, from a campaign begun at ``started`` (store clock)."""
+        now = store.clock.now()
+        labels = {"coord.backend": store.backend, "coord.recipe": "election", "coord.name": self.name}
+        count("coord.election.won", labels)
+        record("coord.lock.wait.duration", now - started, labels)
+        if hold.woke is not None:
+            record("coord.election.failover.gap", now - hold.woke, labels)
         return Leadership(self, hold)
 
     def leader(self) -> bytes | None:
@@ -105,7 +123,9 @@ class Leadership:
         self._hold = hold
         self._lock = threading.Lock()
         self._holding: Holding[Leadership] = Holding(self)
-        self._holding.begin(hold.lease, hold.token)
+        self._holding.begin(
+            hold.store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True)
+        )
 
     @property
     def is_leader(self) -> bool:

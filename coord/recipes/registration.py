@@ -13,7 +13,6 @@ lease of the caller's cannot outlive that lease: it does not register again.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -94,6 +93,7 @@ class Registration:
         self._closed = False
         self._failures = 0  # failed re-registrations since the last success (for backoff)
         self._attempt = 0  # registrations tried: a failed one's key is deleted unless a later one wrote it
+        self._gone = False  # the key was found deleted while its lease lived
         self._retries = store.clock.timers("reregister")
         self._holding: Holding[Registration] = Holding(self)
         self._holding.on_lost(self._lease_lost)
@@ -103,7 +103,7 @@ class Registration:
     @property
     def registered(self) -> bool:
         lease = self._lease
-        return lease is not None and lease.alive and not self._closed
+        return lease is not None and lease.alive and not self._closed and not self._gone
 
     @property
     def held(self) -> bool:
@@ -158,11 +158,18 @@ class Registration:
         self._attempt += 1
         try:
             self._pair = self.store.put(self.key, json.dumps(body).encode(), lease=lease)
+            self._gone = False
         except BaseException:
             self._forget(self._attempt, lease, 0)  # the put may have landed: the key must not outlive this call
             raise
         self._lease = lease
-        self._holding.begin(lease, self._pair.created)
+        self._holding.end()
+        self._holding.begin(self.store, self.key, lease, self._pair.created, on_gone=self._key_gone)
+
+    def _key_gone(self) -> None:
+        """The key was deleted behind our back while the lease lives: register again, at once."""
+        self._gone = True
+        self._retries.call_soon(self._retry)
 
     def _forget(self, attempt: int, lease: Lease, failures: int) -> None:
         """Delete the key of a failed registration, retried on the lane, unless a later attempt owns the key.
@@ -251,6 +258,8 @@ def registered_service(
 
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                import asyncio  # here: most programs never need it, and it is slow to import
+
                 registration = await asyncio.to_thread(
                     register, service, address=address, metadata=metadata, ttl=ttl, store=store, lease=lease
                 )

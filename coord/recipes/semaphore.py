@@ -6,11 +6,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._keys import check_ttl
+from .._keys import check_timeout, check_ttl
 from .._lease import Lease
+from .._metrics import count, record
 from .._store import Store
 from ._holding import Holding
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Semaphore"]
 
@@ -53,40 +55,62 @@ class Semaphore:
         self._prefix = f"{self._kind}/{name_segment(name)}"
         self._local = threading.Lock()  # a held object is held by one thread at a time
         self._hold: Hold | None = None
+        self._taken = 0.0  # when the current holding began (store clock)
         self._holding: Holding[Any] = Holding(self)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a slot; ``False`` if ``blocking`` is false and none is free, or after ``timeout`` seconds."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify a timeout for a non-blocking call")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be a non-negative number of seconds or None")
+        timeout = check_timeout(timeout)
         store = resolve(self._store)
         start = store.clock.now()
-        if not self._local.acquire(blocking, -1 if timeout is None else timeout):
+        if not self._local.acquire(blocking, -1 if timeout is None else min(timeout, threading.TIMEOUT_MAX)):
             return False
         try:
             remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
-            hold = join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=remaining)
+            hold = run(self._join(store, remaining))
         except BaseException:
             self._local.release()
             raise
         if hold is None:
             self._local.release()
             return False
-        self._hold = hold
-        self._holding.begin(hold.lease, hold.token)
+        self._took(store, hold, start)
         return True
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The queue's protocol for one slot (shared with ``coord.aio``)."""
+        return join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=timeout)
+
+    def _took(self, store: Store, hold: Hold, started: float) -> None:
+        """This object holds ``hold``, which it asked for at ``started`` (store clock)."""
+        self._hold = hold
+        self._holding.begin(store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True))
+        self._taken = store.clock.now()
+        labels = self._labels(store)
+        record("coord.lock.wait.duration", self._taken - started, labels)
+        if hold.woke is not None:
+            count("coord.lock.handoffs", labels)
+
+    def _labels(self, store: Store) -> dict[str, str]:
+        return {"coord.backend": store.backend, "coord.recipe": self._kind, "coord.name": self.name}
 
     def release(self) -> None:
         """Give the slot up (``RuntimeError`` if not held); the next waiter is woken."""
+        hold = self._let_go()
+        hold.release()
+        self._local.release()
+
+    def _let_go(self) -> Hold:
+        """This object no longer holds (the store is told next, by ``Hold.release``)."""
         hold = self._hold
         if hold is None:
             raise RuntimeError(f"release of an unheld {type(self).__name__}")
         self._hold = None
         self._holding.end()
-        hold.release()
-        self._local.release()
+        record("coord.lock.hold.duration", hold.store.clock.now() - self._taken, self._labels(hold.store))
+        return hold
 
     @property
     def holding(self) -> bool:

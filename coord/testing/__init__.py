@@ -41,7 +41,7 @@ every backend; with ``memory://`` and a ``ManualClock`` runs are fast and
 reproducible.
 """
 
-from ._faulty import Fault, FaultyStore
+from ._faulty import Fault, FaultKind, FaultyStore
 from ._scheduler import Killed, Scheduler, Stalled, Task
 
-__all__ = ["Fault", "FaultyStore", "Killed", "Scheduler", "Stalled", "Task"]
+__all__ = ["Fault", "FaultKind", "FaultyStore", "Killed", "Scheduler", "Stalled", "Task"]

@@ -18,7 +18,7 @@ from .._types import KVPair
 from .._watch import Watch, WatchFeed
 from ._scheduler import ScheduledWatch
 
-__all__ = ["Fault", "FaultyStore"]
+__all__ = ["Fault", "FaultKind", "FaultyStore"]
 
 T = TypeVar("T")
 FaultKind = Literal["fail", "lose_reply", "delay"]
@@ -111,6 +111,7 @@ class FaultyStore(Store):
         self._process = _ProcessClock(inner.clock)
         super().__init__(prefix=inner._prefix, clock=self._process)
         self.backend = inner.backend
+        self.multi_key_transactions = inner.multi_key_transactions
         self.inner = inner
         self._faults: deque[Fault] = deque()
         self._frozen: set[int] = set()

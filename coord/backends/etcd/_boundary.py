@@ -17,6 +17,8 @@ BACKEND = "etcd"
 _T = TypeVar("_T")
 
 DEFAULT_PORT = 2379
+#: The longest a single request may take before it is retried (or fails).
+_LONGEST_ATTEMPT = 86400.0
 #: How long an endpoint that failed is passed over before it is tried again (when there are others).
 _ENDPOINT_PAUSE = 1.0
 _GRPC_OPTIONS = [
@@ -50,6 +52,10 @@ _TRANSIENT_ERRORS = (
     etcd_errors.NoServerAvailableError,
     etcd_errors.WatchTimedOut,
 )
+# What makes pyetcd pass an endpoint over (``_manage_grpc_errors``), for the stubs coord calls itself.
+_ENDPOINT_FAILURES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
+)
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.5)
 
 
@@ -68,8 +74,9 @@ class Boundary:
             for host, port in hosts
         ]
         # Each attempt gets a third of the budget, so a hung endpoint leaves time to try the next one.
-        attempt_timeout = min(timeout, max(1.0, timeout / 3))
-        self.client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=attempt_timeout, failover=True)
+        # gRPC turns a deadline much further off (10**9 s) into one already passed: no attempt needs a day.
+        self.attempt_timeout = min(timeout, max(1.0, timeout / 3), _LONGEST_ATTEMPT)
+        self.client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=self.attempt_timeout, failover=True)
 
     def describe(self) -> str:
         return "etcd://" + ",".join(f"{host}:{port}" for host, port in self.hosts)
@@ -80,6 +87,16 @@ class Boundary:
 
     # -- the one boundary with pyetcd and gRPC ---------------------------------
 
+    @property
+    def kv(self) -> Any:
+        """The KV stub on the endpoint in use: requests built here skip pyetcd's per-call wrappers."""
+        return self.client.kvstub
+
+    @property
+    def leases(self) -> Any:
+        """The Lease stub on the endpoint in use."""
+        return self.client.leasestub
+
     def call(self, request: Callable[[bool], _T], *, within: float | None = None) -> _T:
         """Run ``request`` against etcd: the one place where pyetcd's and gRPC's errors become coord's.
 
@@ -89,7 +106,24 @@ class Boundary:
         have been applied before its answer was lost: a write can then
         recognise its own result instead of reporting it as a conflict.
         """
+        if self.shut:
+            raise StoreClosed("the store is closed", backend=BACKEND)
         budget = self.timeout if within is None else max(0.0, within)
+        # The first attempt runs bare: a retry loop set up for every request costs more than the request.
+        try:
+            return request(False)
+        except (grpc.RpcError, etcd_errors.Etcd3Exception) as exc:
+            self._failed(exc)
+            if not transient(exc) or budget == 0:
+                raise self._coord_error(exc, budget) from exc
+        except ValueError as exc:
+            if self.shut:  # gRPC's answer to a call racing close(): a renewal, a re-subscription
+                raise StoreClosed("the store is closed", backend=BACKEND) from exc
+            raise
+        return self._retry(request, budget)
+
+    def _retry(self, request: Callable[[bool], _T], budget: float) -> _T:
+        """Attempts after the first failed one, for ``budget`` seconds, each told that it is a retry."""
         retrying = Retrying(
             stop=stop_after_delay(budget), wait=_BACKOFF, retry=retry_if_exception(transient), reraise=True
         )
@@ -98,14 +132,42 @@ class Boundary:
                 with attempt:
                     if self.shut:
                         raise StoreClosed("the store is closed", backend=BACKEND)
-                    return request(attempt.retry_state.attempt_number > 1)
+                    try:
+                        return request(True)
+                    except grpc.RpcError as exc:
+                        self._failed(exc)
+                        raise
         except (grpc.RpcError, etcd_errors.Etcd3Exception) as exc:
             raise self._coord_error(exc, budget) from exc
         except ValueError as exc:
-            if self.shut:  # gRPC's answer to a call racing close(): a renewal, a re-subscription
+            if self.shut:
                 raise StoreClosed("the store is closed", backend=BACKEND) from exc
             raise
         raise AssertionError("tenacity neither returned nor raised")
+
+    def read_at(self, build: Callable[[int], Any], revision: int) -> tuple[Any, bool]:
+        """Run the read-only Txn ``build(revision)``: its answer, and whether it could read at ``revision``.
+
+        If etcd compacted that revision away (or ``revision`` is 0) it reads
+        the current state, ``build(0)``, instead.
+        """
+
+        def attempt(_: bool) -> tuple[Any, bool]:
+            if revision > 0:
+                try:
+                    return self.kv.Txn(build(revision), self.attempt_timeout), True
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.OUT_OF_RANGE:  # etcd's "required revision has been compacted"
+                        raise
+            return self.kv.Txn(build(0), self.attempt_timeout), False
+
+        return self.call(attempt)
+
+    def _failed(self, exc: BaseException) -> None:
+        """After a raw stub's transient failure, pass the endpoint over, as pyetcd's own methods do."""
+        if isinstance(exc, grpc.RpcError) and exc.code() in _ENDPOINT_FAILURES:
+            self.client.endpoint_in_use.fail()
+            self.client._clear_old_stubs()  # the next stub is made on the next endpoint's channel
 
     def _coord_error(self, exc: Exception, budget: float) -> CoordError:
         code = exc.code() if isinstance(exc, grpc.RpcError) else None
@@ -122,13 +184,9 @@ class Boundary:
 
 def transient(exc: BaseException) -> bool:
     if isinstance(exc, grpc.RpcError):
-        return exc.code() in _TRANSIENT_CODES
+        # gRPC's own limit on a request's size is RESOURCE_EXHAUSTED too, and no wait will change it.
+        return exc.code() in _TRANSIENT_CODES and "larger than max" not in (exc.details() or "")
     return isinstance(exc, _TRANSIENT_ERRORS)
-
-
-def equal(target: Any, value: int) -> Any:
-    """A pyetcd comparison (it builds them by overloading ``==``)."""
-    return target == value
 
 
 def key_range(key: str, tree: bool) -> tuple[bytes, bytes | None]:
@@ -158,3 +216,12 @@ def written(key: str, value: bytes, lease_id: int, response: Any) -> KVPair:
     revision = response.header.revision
     created = response.prev_kv.create_revision if response.HasField("prev_kv") else revision
     return KVPair(key, value, revision, created, lease_id or None)
+
+
+#: etcd's revisions and lease ids are int64: a number beyond that cannot match any, and protobuf refuses it.
+INT64_MAX = 2**63 - 1
+
+
+def int64(number: int) -> int:
+    """``number`` clamped to int64, for a comparison that a number out of range can only fail."""
+    return max(-INT64_MAX - 1, min(INT64_MAX, number))

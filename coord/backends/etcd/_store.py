@@ -3,20 +3,26 @@
 How the Store maps onto etcd (one round trip each unless said otherwise):
 
 - ``revision`` is the key's mod_revision and ``created`` its create_revision.
-  Both are etcd's cluster-wide revision, so ``created`` strictly increases in
-  creation order across all keys.
+  Both are etcd's cluster-wide revision, so ``created`` increases in
+  creation order across all keys (keys created by one transaction share it).
 - ``get``, ``exists`` and ``list`` are linearizable Range reads. ``list`` and
   ``delete_tree`` cover the range ``prefix + "/"`` (every key for ``""``).
 - ``put`` is a Put that returns the previous pair, which gives ``created``.
   ``put(ttl=)`` first grants a lease for the key: two round trips.
-- ``atomic_put`` and ``atomic_delete`` are one Txn comparing mod_revision
-  (create_revision == 0 for create-only) whose failure branch reads the key,
-  so KeyExists, KeyModified and KeyNotFound are told apart in the same trip.
+- ``transaction()`` is one Txn (see ``_txn``); ``atomic_put`` and
+  ``atomic_delete`` are transactions of one op, so KeyExists, KeyModified and
+  KeyNotFound are told apart in the same trip.
 - Leases are etcd leases. etcd counts whole seconds and has a minimum of 1.5
   election timeouts (2 s for the test server), so the ttl is rounded up and
   the granted ttl is what the Lease reports. The Store's LeaseKeeper renews
   them through LeaseKeepAlive.
-- Watches: see ``_watches``.
+- Watches: see ``_watches``; a single-key watch also follows its key's lease
+  and revokes it once expired, ahead of etcd's sweep (see ``_expiry``).
+
+Requests are built as protobufs and sent on the gRPC stubs directly (pyetcd
+provides the channels, the endpoint failover and the watch streams); the
+first attempt of each runs without a retry loop, which ``Boundary.call``
+sets up only after a failure.
 
 Transient failures (etcd unreachable, a deadline, a leader election) are
 retried within ``timeout`` seconds, each retry on the next endpoint that has
@@ -30,19 +36,27 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from pyetcd import etcdrpc
 
 from ..._clock import Clock
 from ..._errors import ConfigurationError, CoordError, LeaseExpired, StoreUnavailable
 from ..._lease import Lease
-from ..._store import Store, check_revision
+from ..._store import Store
+from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
-from ._boundary import DEFAULT_PORT, Boundary, equal, key_range, pair, written
+from ._boundary import DEFAULT_PORT, Boundary, key_range, pair, written
+from ._expiry import Expiries
+from ._txn import EtcdTxn
 from ._watches import Watches
 
 __all__ = ["EtcdStore"]
+
+#: etcd's own bound on a lease's ttl (``MaxLeaseTTL``, about 285 years); longer asks are refused here.
+MAX_LEASE_TTL = 9_000_000_000
 
 
 class EtcdStore(Store):
@@ -61,13 +75,16 @@ class EtcdStore(Store):
         watch_retry: float | None = None,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
-        if not timeout > 0:
-            raise ConfigurationError(f"timeout must be positive, not {timeout!r}", backend=self.backend)
+        if not 0 < timeout < math.inf:
+            raise ConfigurationError(f"timeout must be positive and finite, not {timeout!r}", backend=self.backend)
+        if watch_retry is not None and not 0 <= watch_retry < math.inf:
+            raise ConfigurationError(f"watch_retry must be finite and >= 0, not {watch_retry!r}", backend=self.backend)
         self._etcd = Boundary(location.endpoints(DEFAULT_PORT), float(timeout))
         retry = max(float(timeout), 30.0) if watch_retry is None else float(watch_retry)
-        self._watches_of = Watches(self._etcd, retry, self._strip)
+        expiries = Expiries(self._etcd, self.clock, lambda lease: any(own.id == lease for own in self._keeper.leases()))
+        self._watches_of = Watches(self._etcd, retry, self._strip, expiries)
         try:
-            self._etcd.call(lambda _: self._etcd.client.get_response(b"\0", count_only=True))
+            self._exists("\0")  # a first request: is anyone there?
         except CoordError:
             self._etcd.close()
             raise
@@ -78,72 +95,88 @@ class EtcdStore(Store):
     # -- keys ----------------------------------------------------------------------
 
     def _get(self, key: str) -> KVPair | None:
-        response = self._etcd.call(lambda _: self._etcd.client.get_response(key))
+        request = etcdrpc.RangeRequest(key=key.encode())
+        response = self._etcd.call(lambda _: self._etcd.kv.Range(request, self._etcd.attempt_timeout))
         return pair(response.kvs[0]) if response.kvs else None
 
     def _exists(self, key: str) -> bool:
-        response = self._etcd.call(lambda _: self._etcd.client.get_response(key, count_only=True))
+        request = etcdrpc.RangeRequest(key=key.encode(), count_only=True)
+        response = self._etcd.call(lambda _: self._etcd.kv.Range(request, self._etcd.attempt_timeout))
         return bool(response.count)
 
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         lease_id = self._lease_for(ttl, lease)
-        response = self._etcd.call(lambda _: self._etcd.client.put(key, value, lease=lease_id, prev_kv=True))
+        request = etcdrpc.PutRequest(key=key.encode(), value=value, lease=lease_id, prev_kv=True)
+        response = self._etcd.call(lambda _: self._etcd.kv.Put(request, self._etcd.attempt_timeout))
         return written(key, value, lease_id, response)
 
     def _delete(self, key: str) -> bool:
-        # Nothing deleted after a failed attempt most likely means that attempt deleted it.
-        return self._etcd.call(lambda retried: self._etcd.client.delete(key) or retried)
+        request = etcdrpc.DeleteRangeRequest(key=key.encode())
+
+        def attempt(retried: bool) -> bool:
+            # Nothing deleted after a failed attempt most likely means that attempt deleted it.
+            return self._etcd.kv.DeleteRange(request, self._etcd.attempt_timeout).deleted > 0 or retried
+
+        return self._etcd.call(attempt)
 
     def _list(self, prefix: str) -> list[KVPair]:
         start, end = key_range(prefix, True)
-        response = self._etcd.call(lambda _: self._etcd.client.get_response(start, range_end=end))
+        request = etcdrpc.RangeRequest(key=start, range_end=end)
+        response = self._etcd.call(lambda _: self._etcd.kv.Range(request, self._etcd.attempt_timeout))
         return [pair(kv) for kv in response.kvs]
 
     def _delete_tree(self, prefix: str) -> None:
-        self._etcd.call(lambda _: self._etcd.client.delete_prefix(f"{prefix}/"))
+        start, end = key_range(prefix, True)
+        request = etcdrpc.DeleteRangeRequest(key=start, range_end=end)
+        self._etcd.call(lambda _: self._etcd.kv.DeleteRange(request, self._etcd.attempt_timeout))
 
     def _atomic_put(
         self, key: str, value: bytes, revision: int | None, ttl: float | None, lease: Lease | None
     ) -> KVPair:
-        lease_id = self._lease_for(ttl, lease)
-        txn = self._etcd.client.transactions
-        compare = equal(txn.create(key), 0) if revision is None else equal(txn.mod(key), revision)
-        put = txn.put(key, value, lease_id, prev_kv=True)
-
-        def attempt(retried: bool) -> KVPair:
-            succeeded, responses = self._etcd.client.transaction(
-                compare=[compare], success=[put], failure=[txn.get(key)]
-            )
-            if succeeded:
-                return written(key, value, lease_id, responses[0].response_put)
-            current_value, meta = responses[0][0] if responses[0] else (None, None)
-            # An earlier attempt may have written exactly this: same value, same lease, new revision.
-            if (
-                retried
-                and meta
-                and current_value == value
-                and meta.lease_id == lease_id
-                and meta.mod_revision != revision
-            ):
-                return KVPair(key, value, meta.mod_revision, meta.create_revision, lease_id or None)
-            check_revision(meta.mod_revision if meta else None, revision)
-            raise AssertionError("etcd's compare failed on a key in the state it expected")
-
-        return self._etcd.call(attempt)
+        written = self._single(Op("put", key, value, revision, ttl, lease))
+        assert isinstance(written, KVPair)
+        return written
 
     def _atomic_delete(self, key: str, revision: int) -> None:
-        txn = self._etcd.client.transactions
-        compare = equal(txn.mod(key), revision)
+        self._single(Op("delete", key, expect=revision))
 
-        def attempt(retried: bool) -> None:
-            succeeded, responses = self._etcd.client.transaction(
-                compare=[compare], success=[txn.delete(key)], failure=[txn.get(key)]
-            )
-            if succeeded or (retried and not responses[0]):  # gone after a failed attempt: that attempt did it
-                return
-            check_revision(responses[0][0][1].mod_revision if responses[0] else None, revision)
+    def _single(self, op: Op) -> object:
+        """A transaction of one op: compare-and-swap is a Txn too."""
+        try:
+            return self._transaction([op])[0]
+        except CoordError as exc:
+            exc.key = None  # the Store names the key as its caller wrote it, without the prefix
+            raise
 
-        self._etcd.call(attempt)
+    def _transaction(self, ops: list[Op]) -> list[object]:
+        txn = EtcdTxn(ops, self._txn_leases(ops))
+
+        def attempt(retried: bool) -> list[object]:
+            response = self._etcd.kv.Txn(txn.request(retried), self._etcd.attempt_timeout)
+            if response.succeeded:
+                return txn.results(response)
+            state = txn.found(response)
+            if retried and (results := txn.recovered(state, self._etcd.read_at)) is not None:
+                return results
+            txn.raise_conflict(state)
+
+        try:
+            return self._etcd.call(attempt)
+        except LeaseExpired as exc:
+            # etcd does not say which lease it lacks: name a put whose Lease is known dead, else the first bound one.
+            bound = [(op.key, op.lease) for op in ops if op.lease is not None]
+            dead = [(key, lease) for key, lease in bound if not lease.alive]
+            if exc.key is None and bound:
+                exc.key = (dead or bound)[0][0]
+            raise
+
+    def _txn_leases(self, ops: list[Op]) -> list[int]:
+        """The etcd lease each op binds its key to: a put's Lease, one new lease per distinct ttl, or 0."""
+        granted: dict[float, int] = {}
+        for op in ops:
+            if op.kind == "put" and op.ttl is not None and op.ttl not in granted:
+                granted[op.ttl] = self._lease_grant(op.ttl)[0]
+        return [op.lease.id if op.lease is not None else granted[op.ttl] if op.ttl is not None else 0 for op in ops]
 
     # -- leases --------------------------------------------------------------------
 
@@ -154,20 +187,29 @@ class EtcdStore(Store):
         return lease.id if lease is not None else 0
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
-        # etcd grants whole seconds and raises a ttl below its minimum; it answers with what it granted.
-        granted = self._etcd.call(lambda _: self._etcd.client.lease(max(1, math.ceil(ttl))))
-        return int(granted.id), float(granted.ttl)
+        # etcd grants whole seconds, at least its minimum, at most its maximum; it answers with what it granted.
+        if ttl > MAX_LEASE_TTL:
+            raise ValueError(f"etcd's leases last at most {MAX_LEASE_TTL:,} s, not {ttl!r}")
+        request = etcdrpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl)))
+        granted = self._etcd.call(lambda _: self._etcd.leases.LeaseGrant(request, self._etcd.attempt_timeout))
+        return int(granted.ID), float(granted.TTL)
 
     def _lease_keepalive(self, lease: Lease) -> bool:
+        request = etcdrpc.LeaseKeepAliveRequest(ID=lease.id)
+
+        def renew(_: bool) -> list[Any]:
+            return list(self._etcd.leases.LeaseKeepAlive(iter([request]), self._etcd.attempt_timeout))
+
         # One attempt only: the LeaseKeeper retries soon, and it alone decides when the lease is lost.
-        answers = self._etcd.call(lambda _: list(self._etcd.client.refresh_lease(lease.id)), within=0)
+        answers = self._etcd.call(renew, within=0)
         if not answers:
             raise StoreUnavailable("etcd closed the keepalive stream without an answer", backend=self.backend)
         return all(answer.TTL > 0 for answer in answers)  # etcd answers TTL 0 for a lease it no longer has
 
     def _lease_revoke(self, lease: Lease) -> None:
+        request = etcdrpc.LeaseRevokeRequest(ID=lease.id)
         with contextlib.suppress(LeaseExpired):  # already gone: expired, or revoked by an earlier attempt
-            self._etcd.call(lambda _: self._etcd.client.revoke_lease(lease.id))
+            self._etcd.call(lambda _: self._etcd.leases.LeaseRevoke(request, self._etcd.attempt_timeout))
 
     # -- watches and closing ------------------------------------------------------
 

@@ -28,7 +28,8 @@ from pyetcd.watch import Watcher, WatchResponse
 from ..._errors import CoordError, StoreUnavailable
 from ..._types import Event
 from ..._watch import WatchFeed
-from ._boundary import BACKEND, Boundary, key_range, mod_revision, text, transient
+from ._boundary import BACKEND, Boundary, int64, key_range, mod_revision, text, transient
+from ._expiry import Expiries
 
 
 @dataclass(eq=False)
@@ -43,6 +44,7 @@ class _Feed:
     fresh: bool = True  # nothing delivered yet, so a re-sync emits the whole state
     seen: set[str] = field(default_factory=set)  # keys present as far as the Watch knows
     generation: int = 0  # one per subscription; what an older one says is dropped
+    lease: int = 0  # for a single key: the lease it is bound to, which the Store follows
     watcher: Any = None  # the pyetcd Watcher and id of the current subscription
     watch_id: int | None = None
     closed: bool = False
@@ -52,8 +54,11 @@ class _Feed:
 class Watches:
     """The watches of one Store."""
 
-    def __init__(self, etcd: Boundary, watch_retry: float, label: Callable[[str], str | None]) -> None:
+    def __init__(
+        self, etcd: Boundary, watch_retry: float, label: Callable[[str], str | None], expiries: Expiries
+    ) -> None:
         self._etcd = etcd
+        self._expiries = expiries
         self._watch_retry = watch_retry
         self._label = label  # a full key as the Store's user knows it, for errors
         self._feeds: dict[WatchFeed, _Feed] = {}
@@ -64,7 +69,7 @@ class Watches:
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         start, end = key_range(key, tree)
-        feed = _Feed(watch, key, start, end, next=max(1, start_revision or 1))
+        feed = _Feed(watch, key, start, end, next=int64(max(1, start_revision or 1)))
         with self._feeds_lock:
             self._feeds[watch] = feed
             if self._resumer is None:
@@ -84,6 +89,7 @@ class Watches:
         with feed.lock:
             feed.closed = True
             watcher, watch_id = feed.watcher, feed.watch_id
+            self._bind(feed, 0)
         if watcher is not None and watch_id is not None:
             watcher.cancel(watch_id)
 
@@ -108,12 +114,25 @@ class Watches:
             else:
                 changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=mod_revision)
                 gone = sorted(feed.seen - current.keys())
+                feed.watch.resynced()
             for kv in changed:
                 feed.watch.emit(Event("put", text(kv.key), kv.value, kv.mod_revision))
             for key in gone:
                 feed.watch.emit(Event("delete", key, None, revision))
             feed.seen, feed.next, feed.fresh = set(current), revision + 1, False
             feed.watch.revision = revision
+            if feed.end is None:
+                kv = current.get(feed.key)
+                self._bind(feed, kv.lease if kv is not None else 0)
+
+    def _bind(self, feed: _Feed, lease: int) -> None:
+        """Follow the lease ``feed``'s key is now bound to (0: none) instead of the one before; under ``feed.lock``."""
+        if lease != feed.lease:
+            if feed.lease:
+                self._expiries.unfollow(feed.lease)
+            if lease and not feed.closed:
+                self._expiries.follow(lease)
+            feed.lease = lease if not feed.closed else 0
 
     def _subscribe(self, feed: _Feed) -> None:
         """Open the etcd watch that feeds ``feed`` from ``feed.next`` on."""
@@ -175,6 +194,8 @@ class Watches:
                         feed.seen.add(key)
                         feed.watch.emit(Event("put", key, event.value, event.mod_revision))
                     feed.next, feed.fresh = event.mod_revision + 1, False
+                    if feed.end is None:
+                        self._bind(feed, 0 if isinstance(event, etcd_events.DeleteEvent) else event.lease)
                 return
             # The stream broke (an RpcError, or None when pyetcd closed it) or etcd compacted our start.
             feed.generation += 1
@@ -205,6 +226,7 @@ class Watches:
 
     def close(self) -> None:
         self._lost.put(None)
+        self._expiries.close()
         with self._feeds_lock:
             watchers = list(self._watchers.values())
         for watcher in watchers:
