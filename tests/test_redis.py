@@ -366,6 +366,24 @@ def test_events_still_come_when_the_server_forgot_who_watches(namespace: str, ra
         watch.close()
 
 
+def test_watch_registrations_go_with_their_store(namespace: str, raw: Any) -> None:
+    watched = f"{{{namespace}}}:watched"
+    with coord.connect(_url(namespace)) as store:
+        store.watch("w/a")
+        store.watch_tree("w")
+        with store.watch("w/b"):
+            pass
+        assert raw.hlen(watched) >= 2
+    assert raw.hlen(watched) == 0, "a closed Store left registrations behind"
+    # A Store that died without closing: its bell expires, and the sweep drops what it registered.
+    raw.hset(watched, "=w/c", "deadbeef0000.0")
+    with coord.connect(_url(namespace)) as store, store.watch("w/d"):
+        deadline = time.monotonic() + 20
+        while raw.hexists(watched, "=w/c"):
+            assert time.monotonic() < deadline, "the registration of a dead Store was never swept"
+            time.sleep(0.2)
+
+
 def test_handing_a_lock_back_and_forth_never_waits_for_the_fallback_read(namespace: str) -> None:
     # Two Stores taking turns: each waiter closes one watch and opens the next while its reader
     # is mid-read. A ring taken in that window used to be lost: a 0.5 s wait for the fallback.

@@ -32,6 +32,8 @@ log = logging.getLogger("coord.redis")
 REAP_INTERVAL = 0.5
 #: Stream entries read per XREAD / XRANGE.
 BATCH = 1000
+#: One reap in this many also sweeps a few registrations of Stores that died (``_scripts.sweep``).
+SWEEP_EVERY = 10
 
 _Entry = tuple[int, dict[bytes, bytes]]
 
@@ -97,6 +99,7 @@ class Feed:
         self._tokens = itertools.count()
         # Registrations of closed watches, dropped along with the next registration or reap.
         self._stale: list[str] = []
+        self._reaps = 0
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start: int | None) -> None:
         # Registered for the bell in the same script that reads the state: every later change rings.
@@ -111,19 +114,28 @@ class Feed:
                 self._stale += [*stale, "-", _target(key, tree), token]
             raise
         sub = _Sub(key, tree, revision + 1 if start is None else max(start, 1), token)  # revisions start at 1
+        if start is None:
+            self._emit_state(watch, sub, revision, pairs)
         with self._lock:
-            if start is None:
-                self._emit_state(watch, sub, revision, pairs)
             if self._pos is None or (not self._subs and self._pos < revision):
                 # No other watch needs what came before: the reader may start from here. (Never move
                 # it back: a ring it already took may be for the revisions after `revision`.)
                 self._pos, self._last = revision, None
-            self._catch_up(watch, sub, self._pos, None)
-            self._subs[watch] = sub
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="coord-redis-watch", daemon=True)
-                self._thread.start()
-            self._lock.notify_all()
+            upto = self._pos
+        # Catch up with the reader without holding the lock across round trips (Watch.close takes
+        # it, on an asyncio loop too); the watch is the reader's once nothing is left between.
+        while True:
+            self._catch_up(watch, sub, upto, None)
+            with self._lock:
+                if sub.next <= self._pos:
+                    upto = self._pos
+                    continue
+                self._subs[watch] = sub
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="coord-redis-watch", daemon=True)
+                    self._thread.start()
+                self._lock.notify_all()
+                return
 
     def remove(self, watch: WatchFeed) -> None:
         with self._lock:
@@ -134,11 +146,18 @@ class Feed:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            gone = [*self._stale]
+            for sub in self._subs.values():
+                gone += ["-", _target(sub.key, sub.tree), sub.token]
             self._subs.clear()
+            self._stale = []
             self._lock.notify_all()
             thread, client_id = self._thread, self._client_id
             if self._reap_timer is not None:
                 self._reap_timer.cancel()
+        if gone:  # one try: a Store that cannot reach the server leaves them to the sweep
+            with contextlib.suppress(RedisError, OSError):
+                self._store._wire.run("listen", ["", self._bell, *gone])
         if thread is not None:
             if client_id is not None:
                 with contextlib.suppress(RedisError, OSError):  # wake the blocked XREAD now
@@ -248,11 +267,14 @@ class Feed:
         """Delete what is due, and set the timer for the next deadline the server reports; on the
         reader's connection, keep the bell alive too."""
         stale: list[str] = []
+        sweep = ""
         if conn is not None:
             with self._lock:
                 stale, self._stale = self._stale, []
+            self._reaps = (self._reaps + 1) % SWEEP_EVERY
+            sweep = "" if self._reaps else "sweep"
         try:
-            now, due, bell = self._store._run("reap", self._bell if conn is not None else "", *stale, conn=conn)
+            now, due, bell = self._store._run("reap", self._bell if conn is not None else "", sweep, *stale, conn=conn)
         except BaseException:
             with self._lock:
                 self._stale += stale

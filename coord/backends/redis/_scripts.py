@@ -215,8 +215,13 @@ end
 local function listen(bell, from)
   watched = nil  -- as ring finds it from now on
   local key = NS .. 'bell:' .. bell
-  if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, 'MAXLEN', '1', '*', 'r', '') end
-  redis.call('PEXPIRE', key, BELL_TTL)
+  for i = from, #ARGV, 3 do
+    if ARGV[i] == '+' then
+      if redis.call('EXISTS', key) == 0 then redis.call('XADD', key, 'MAXLEN', '1', '*', 'r', '') end
+      redis.call('PEXPIRE', key, BELL_TTL)
+      break
+    end
+  end
   for i = from, #ARGV, 3 do
     local how, target, entry = ARGV[i], ARGV[i + 1], bell .. '.' .. ARGV[i + 2]
     local ids = redis.call('HGET', WATCHED, target)
@@ -228,6 +233,24 @@ local function listen(bell, from)
       if #live > 0 then redis.call('HSET', WATCHED, target, table.concat(live, ' '))
       else redis.call('HDEL', WATCHED, target) end
     end
+  end
+end
+
+-- Drop the registrations of bells that are gone (Stores that died without closing), a few
+-- fields of WATCHED at a time: a key nobody writes again would otherwise keep them.
+local function sweep()
+  local scan = redis.call('HSCAN', WATCHED, redis.call('HGET', META, 'sweep') or '0', 'COUNT', 20)
+  redis.call('HSET', META, 'sweep', scan[1])
+  local alive = {}
+  for i = 1, #scan[2], 2 do
+    local live, dead = {}, false
+    for entry in string.gmatch(scan[2][i + 1], '%S+') do
+      local bell = string.match(entry, '^[^.]+')
+      if alive[bell] == nil then alive[bell] = redis.call('EXISTS', NS .. 'bell:' .. bell) == 1 end
+      if alive[bell] then live[#live + 1] = entry else dead = true end
+    end
+    if dead and #live > 0 then redis.call('HSET', WATCHED, scan[2][i], table.concat(live, ' '))
+    elseif dead then redis.call('HDEL', WATCHED, scan[2][i]) end
   end
 end
 
@@ -359,11 +382,12 @@ return 1
 """,
     # ARGV: lease
     "revoke": "drop_lease(ARGV[4])\nreturn 1\n",
-    # ARGV: a bell or '', then registrations to apply (as listen takes them)
+    # ARGV: a bell or '', 'sweep' or '', then registrations to apply (as listen takes them)
     #   -> {the server's clock (ms), the earliest deadline left (ms) or '', 0 if the bell was gone}
     "reap": """
 local bell = ARGV[4] ~= '' and redis.call('PEXPIRE', NS .. 'bell:' .. ARGV[4], BELL_TTL) or 1
-if ARGV[5] then listen(ARGV[4], 5) end
+if ARGV[5] == 'sweep' then sweep() end
+if ARGV[6] then listen(ARGV[4], 6) end
 return {string.format('%.3f', NOW), DUE < math.huge and string.format('%.3f', DUE) or '', bell}
 """,
     # ARGV: bell, then registrations: triples of '+' or '-', a target and a token -> 1
