@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start, stop and restart the real servers coord's tests use, on 127.0.0.1.
 
-    python scripts/servers.py install         # apt-get install what is missing
+    python scripts/servers.py install         # apt-get install what is missing (and faketime)
     python scripts/servers.py start [NAME...] # start (all by default), wait until each answers
     python scripts/servers.py env             # print the COORD_TEST_* exports for a shell to eval
     python scripts/servers.py stop [NAME...]  # stop by PID
@@ -17,6 +17,7 @@ shifts every port. Tests import this module to kill, pause and restart servers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -149,17 +150,16 @@ class Server:
             os.killpg(pid, sig)
         except ProcessLookupError:
             return
+        # The whole group must be gone, not only its leader: a child (Redis's AOF rewrite, say) that
+        # outlives it holds the port, and the server started next would fail to listen.
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-                if _zombie(pid):
-                    break
-            except ProcessLookupError:
-                break
+        while time.monotonic() < deadline and _group_alive(pid):
             time.sleep(0.05)
-        else:
-            os.killpg(pid, signal.SIGKILL)
+        if _group_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while time.monotonic() < deadline + 15 and _group_alive(pid):
+                time.sleep(0.05)
         self.pidfile.unlink(missing_ok=True)
 
     def kill(self) -> None:
@@ -196,11 +196,16 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
-    except OSError:
-        return True
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group ``pgid`` still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 SERVERS = {
@@ -213,9 +218,15 @@ CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd"
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
 
 
+#: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
+#: shifted wall clock (the sqlite clock-step tests).
+TOOLS = {"faketime": "faketime"}
+
+
 def install(names: list[str]) -> None:
-    """apt-get install the packages of the servers whose program is missing."""
+    """apt-get install the packages of the servers whose program is missing, and the test tools."""
     missing = sorted({pkg for name in names if not _installed(SERVERS[name]) for pkg in SERVERS[name].packages})
+    missing += sorted(package for program, package in TOOLS.items() if not shutil.which(program))
     if not missing:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .._keys import check_timeout
 from .._lease import Lease
@@ -32,11 +32,42 @@ from ._store import AsyncStore, default_store
 __all__ = ["Barrier", "DoubleBarrier", "Election", "Leadership", "Lock", "Semaphore"]
 
 
+ViewT = TypeVar("ViewT", bound="HolderView")
+
+
+class HolderView:
+    """The holding protocol of an asyncio holder: its threaded namesake's (``_inner``), read as is."""
+
+    _inner: Any
+
+    @property
+    def held(self) -> bool:
+        return bool(self._inner.held)
+
+    @property
+    def token(self) -> int:
+        return int(self._inner.token)
+
+    @property
+    def lost(self) -> threading.Event:
+        lost: threading.Event = self._inner.lost
+        return lost
+
+    @property
+    def lease(self) -> Lease | None:
+        lease: Lease | None = self._inner.lease
+        return lease
+
+    def on_lost(self: ViewT, callback: Callable[[ViewT], Any]) -> None:
+        """Call ``callback(self)`` each time a holding of this object is lost (on the Store's callbacks thread)."""
+        self._inner.on_lost(lambda _inner: callback(self))
+
+
 async def _resolve(store: AsyncStore | None) -> AsyncStore:
     return await default_store() if store is None else store
 
 
-class Semaphore:
+class Semaphore(HolderView):
     """``coord.Semaphore`` for asyncio: ``await acquire()``, ``await release()``, ``async with``."""
 
     def __init__(
@@ -48,7 +79,7 @@ class Semaphore:
         ttl: float = 10.0,
         lease: Lease | None = None,
     ) -> None:
-        self._inner = self._threaded(name, limit, ttl, lease)
+        self._inner: threaded_semaphore.Semaphore = self._threaded(name, limit, ttl, lease)
         self._store = store
         self._local = asyncio.Lock()  # a held object is held by one coroutine at a time
         self._holder: AsyncStore | None = None
@@ -104,25 +135,6 @@ class Semaphore:
     @property
     def holding(self) -> bool:
         return self._inner.holding
-
-    @property
-    def held(self) -> bool:
-        return self._inner.held
-
-    @property
-    def token(self) -> int:
-        return self._inner.token
-
-    @property
-    def lost(self) -> threading.Event:
-        return self._inner.lost
-
-    @property
-    def lease(self) -> Lease | None:
-        return self._inner.lease
-
-    def on_lost(self, callback: Callable[[Any], Any]) -> None:
-        self._inner._holding.on_lost(lambda _inner: callback(self))
 
     async def __aenter__(self) -> Semaphore:
         await self.acquire()
@@ -225,39 +237,20 @@ async def _observe(store: AsyncStore, prefix: str, read: Callable[[], Any]) -> A
         observer.close()
 
 
-class Leadership:
+class Leadership(HolderView):
     """``coord.Leadership`` for asyncio: ``await resign()``, ``await proclaim(v)``, ``cancel_on_loss()``."""
 
     def __init__(self, store: AsyncStore, inner: threaded_election.Leadership) -> None:
         self._store = store
-        self._inner = inner
+        self._inner: threaded_election.Leadership = inner
 
     @property
     def is_leader(self) -> bool:
         return self._inner.is_leader
 
     @property
-    def held(self) -> bool:
-        return self._inner.held
-
-    @property
-    def token(self) -> int:
-        return self._inner.token
-
-    @property
-    def lost(self) -> threading.Event:
-        return self._inner.lost
-
-    @property
-    def lease(self) -> Lease:
-        return self._inner.lease
-
-    @property
     def value(self) -> bytes:
         return self._inner.value
-
-    def on_lost(self, callback: Callable[[Leadership], Any]) -> None:
-        self._inner.on_lost(lambda _inner: callback(self))
 
     def cancel_on_loss(self) -> contextlib.AbstractAsyncContextManager[None]:
         """``async with leadership.cancel_on_loss():`` — the block is cancelled (``LeaseExpired``) once deposed."""
@@ -304,14 +297,6 @@ class DoubleBarrier:
         self._inner = ThreadedDoubleBarrier(name, parties, ttl=ttl, lease=lease)
         self._store = store
         self._lock = asyncio.Lock()
-
-    @property
-    def held(self) -> bool:
-        return self._inner.held
-
-    @property
-    def lost(self) -> threading.Event:
-        return self._inner.lost
 
     async def enter(self, timeout: float | None = None) -> None:
         async with self._lock:

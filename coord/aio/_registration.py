@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from .._lease import Lease
 from ..recipes import registration
 from ._driver import in_pool
-from ._recipes import _observe, _resolve
+from ._recipes import HolderView, _observe, _resolve
 from ._store import AsyncStore
 
 __all__ = ["Registration", "discover", "register", "registered_service", "watch_service"]
@@ -18,11 +17,12 @@ __all__ = ["Registration", "discover", "register", "registered_service", "watch_
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Registration:
+class Registration(HolderView):
     """``coord.Registration`` for asyncio: ``await close()``, ``async with``; it re-registers by itself as there."""
 
     def __init__(self, store: AsyncStore, inner: registration.Registration) -> None:
         self._store = store
+        self._inner: registration.Registration = inner
         self.sync = inner
 
     @property
@@ -32,25 +32,6 @@ class Registration:
     @property
     def registered(self) -> bool:
         return self.sync.registered
-
-    @property
-    def held(self) -> bool:
-        return self.sync.held
-
-    @property
-    def token(self) -> int:
-        return self.sync.token
-
-    @property
-    def lost(self) -> threading.Event:
-        return self.sync.lost
-
-    @property
-    def lease(self) -> Lease | None:
-        return self.sync.lease
-
-    def on_lost(self, callback: Callable[[Registration], Any]) -> None:
-        self.sync.on_lost(lambda _inner: callback(self))
 
     async def close(self) -> None:
         await in_pool(self._store.executor, self.sync.close)

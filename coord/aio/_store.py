@@ -31,7 +31,7 @@ __all__ = ["AsyncStore", "AsyncTransaction", "AsyncWatch", "connect", "default_s
 T = TypeVar("T")
 
 #: Worker threads per AsyncStore: store calls are short, so a few serve any number of coroutines.
-WORKERS = 8
+WORKERS = 4
 
 
 class AsyncStore:

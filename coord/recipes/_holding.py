@@ -27,11 +27,12 @@ from .._lease import Lease
 from .._store import Store
 from ._guard import guard
 
-__all__ = ["Holding"]
+__all__ = ["Holder", "Holding"]
 
 log = logging.getLogger("coord.recipes")
 
 OwnerT = TypeVar("OwnerT")
+HolderT = TypeVar("HolderT", bound="Holder")
 
 
 class _Lost(threading.Event):
@@ -135,3 +136,27 @@ class Holding(Generic[OwnerT]):
                 callback(self._owner)
             except Exception:  # one callback's bug must not keep the others from the news
                 log.exception("on_lost callback %r failed", callback)
+
+
+class Holder:
+    """The half of the holding protocol every holder shares, read from its ``_holding``.
+
+    A holder says itself what ``held`` and ``lease`` are for it (``holding``,
+    ``is_leader``, ``registered``).
+    """
+
+    _holding: Holding[Any]
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current (or last) holding: strictly higher for every later holder."""
+        return self._holding.token
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the current (or last) holding is lost (never by letting go); each holding has a new one."""
+        return self._holding.lost
+
+    def on_lost(self: HolderT, callback: Callable[[HolderT], Any]) -> None:
+        """Call ``callback(self)`` each time a holding of this object is lost (on the Store's callbacks thread)."""
+        self._holding.on_lost(callback)

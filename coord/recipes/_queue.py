@@ -215,6 +215,20 @@ def wait_turn(
             reason = yield from wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
         woke = store.clock.now()
         log.debug("waiter %s woke: %s", mine.key, reason, extra={"coord_waiter": mine.key})
+        if limit == 1:
+            # No ticket can get ahead of ours, so after the predecessor's delete only the tickets that were
+            # ahead need a look: none at all if it was the only one (the usual handoff), else one read each.
+            queue = [me, *(yield from call(_still_there, store, ahead[:-1]))]
+
+
+def _still_there(store: Store, tickets: list[KVPair]) -> list[KVPair]:
+    """Those of ``tickets`` that still exist, read in one transaction (none to read: no round trip)."""
+    if not tickets:
+        return []
+    txn = store.transaction()
+    for pair in tickets:
+        txn.get(pair.key)
+    return [pair for pair in txn.commit() if pair is not None]
 
 
 def _touch(store: Store, me: KVPair, lease: Lease) -> KVPair:

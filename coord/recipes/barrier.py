@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from .._lease import Lease
 from .._store import Store
 from .._types import Event, KVPair
 from .._watch import Watch
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._queue import name_segment, resolve
 from ._release import withdraw
 from ._steps import Steps, call, run
@@ -71,7 +70,7 @@ class Barrier:
         return f"<Barrier {self.name!r} parties={self.parties}>"
 
 
-class DoubleBarrier:
+class DoubleBarrier(Holder):
     """ZooKeeper's double barrier: ``enter`` blocks until ``parties`` have entered, ``leave`` until all have left.
 
     ``leave`` follows the ZooKeeper recipe, within the round entered: the
@@ -101,15 +100,6 @@ class DoubleBarrier:
         """Whether this participant is inside and still counted (its lease alive)."""
         inside = self._inside
         return inside is not None and inside.lease.alive
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set if the lease of the current (or last) entry was lost: the others may then leave without us."""
-        return self._holding.lost
-
-    def on_lost(self, callback: Callable[[DoubleBarrier], Any]) -> None:
-        """Call ``callback(barrier)`` if the lease is lost while inside (on the lease's callbacks thread)."""
-        self._holding.on_lost(callback)
 
     def enter(self, timeout: float | None = None) -> None:
         """Arrive and block until ``parties`` have entered; ``TimeoutError`` (not counted) after ``timeout``."""

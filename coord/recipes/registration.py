@@ -29,7 +29,7 @@ from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._observe import observe
 from ._queue import name_segment, resolve
 from ._release import withdraw
@@ -56,7 +56,7 @@ class Instance:
     registered_at: float = 0.0  # time.time() when this instance (last) registered
 
 
-class Registration:
+class Registration(Holder):
     """A registered instance; a context manager that deregisters on exit.
 
     It follows the holding protocol (docs/recipes.md): ``registered`` (or
@@ -111,23 +111,9 @@ class Registration:
         return self.registered
 
     @property
-    def token(self) -> int:
-        """The ``created`` of the current registration's key (higher after each re-registration)."""
-        return self._holding.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the current registration's lease is lost; a re-registration has a new one."""
-        return self._holding.lost
-
-    @property
     def lease(self) -> Lease | None:
         """The current lease (a new one after each re-registration)."""
         return self._lease
-
-    def on_lost(self, callback: Callable[[Registration], Any]) -> None:
-        """Call ``callback(registration)`` each time its lease is lost, before it registers again."""
-        self._holding.on_lost(callback)
 
     def close(self) -> None:
         """Deregister now: delete the key (retried in the background if the store does not answer). Idempotent."""

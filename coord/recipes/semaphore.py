@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._keys import check_timeout, check_ttl
 from .._lease import Lease
 from .._metrics import count, record
 from .._store import Store
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._queue import Hold, join, name_segment, resolve
 from ._steps import Steps, run
 
 __all__ = ["Semaphore"]
 
 
-class Semaphore:
+class Semaphore(Holder):
     """A counting semaphore shared by every process on the store.
 
     The ``limit`` oldest tickets under ``semaphore/<name>`` hold. The first
@@ -124,24 +123,10 @@ class Semaphore:
         return self.holding
 
     @property
-    def token(self) -> int:
-        """The fencing token of the current (or last) holding."""
-        return self._holding.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the lease of the current (or last) holding is lost; each acquisition has a new one."""
-        return self._holding.lost
-
-    @property
     def lease(self) -> Lease | None:
         """The current holding's lease (``None`` when not held)."""
         hold = self._hold
         return None if hold is None else hold.lease
-
-    def on_lost(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` whenever a holding of this object loses its lease (on the lease's callbacks thread)."""
-        self._holding.on_lost(callback)
 
     def __enter__(self) -> Semaphore:
         self.acquire()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import builtins
+import functools
+import itertools
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
@@ -29,15 +32,20 @@ from ..._clock import Clock
 from ..._errors import ConfigurationError, CoordError, StoreUnavailable
 from ..._lease import Lease
 from ..._store import Store
+from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._feed import Feed
-from ._scripts import ERRORS, KEYS, MUTATIONS, PRELUDE, SCRIPTS, ms, pair, record
+from ._replies import ERRORS, failed_op, ms, pair, record, txn_args, txn_results
+from ._scripts import MUTATIONS
+from ._wire import Connection, ReplicaShortfall, Wire
 
 __all__ = ["RedisStore"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("coord.redis")
 
 # Failures after which the same request may succeed: retried within the timeout.
 _TRANSIENT = (ConnectionError, TimeoutError, ReadOnlyError, TryAgainError)
@@ -53,16 +61,24 @@ def _parse_db(location: Location) -> int:
 
 
 class RedisStore(Store):
-    """The Store on one Redis 7 primary; see the module docstring.
+    """The Store on one Redis 7 primary; see the package docstring.
 
     Options: ``namespace`` (default ``coord``) names the hash tag of every key;
     ``history`` (default 100 000) is how many changes watches can replay;
-    ``tls_ca`` is a CA file to verify a ``rediss://`` server with. A user and
+    ``tls_ca`` is a CA file to verify a ``rediss://`` server with;
+    ``replicas`` (default 0) makes every write wait until that many replicas
+    have it (``WAIT``, up to a quarter of ``timeout``), else it raises
+    ``StoreUnavailable``: applied on the primary, outcome unknown. A user and
     password may be given in the URL (``redis://user:pass@host:port/db``).
     """
 
     backend = "redis"
-    OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {"namespace": str, "history": int, "tls_ca": str}
+    OPTIONS: ClassVar[Mapping[str, Callable[[str], object]]] = {
+        "namespace": str,
+        "history": int,
+        "tls_ca": str,
+        "replicas": int,
+    }
 
     def __init__(
         self,
@@ -74,55 +90,58 @@ class RedisStore(Store):
         namespace: str = "coord",
         history: int = 100_000,
         tls_ca: str | None = None,
+        replicas: int = 0,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
         if len(location.hosts) > 1:
             raise ConfigurationError("redis:// takes one host: coord needs the primary, not a list of nodes")
         if history < 1:
             raise ConfigurationError("history must be at least 1")
+        if replicas < 0:
+            raise ConfigurationError("replicas must be 0 or more")
         if not namespace or any(ch in namespace for ch in "{}"):
             raise ConfigurationError(f"namespace must be non-empty and without braces, not {namespace!r}")
         self._timeout = float(timeout)
         self._options = _client_options(location, self._timeout, tls_ca)
         self._where = f"{location.scheme}://{self._options['host']}:{self._options['port']}/{self._options['db']}"
+        self._epoch: int | None = None  # the server's epoch, as far as this Store knows (see _booted)
+        self._epochs_seen = 0  # how many times it changed under this Store
+        self._epoch_lock = threading.Lock()
+        self._request = f"{os.urandom(6).hex()}."
+        self._requests = itertools.count()
         # Half the timeout per attempt, so a hung server still fails within about ``timeout``.
-        self._redis = redis.Redis(**self._options, socket_timeout=max(self._timeout / 2, 0.1))
-        self._keys = [f"{{{namespace}}}:{name}" for name in KEYS]
-        self._req = f"{{{namespace}}}:req:"
-        self._head = [str(history), str(int((self._timeout + 10) * 1000))]
-        self._scripts = {name: self._redis.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
-        self._feed = Feed(self, self._options)
+        self._wire = Wire(
+            {**self._options, "socket_timeout": max(self._timeout / 2, 0.1)},
+            namespace=namespace,
+            head=[str(history), str(int((self._timeout + 10) * 1000))],
+            on_boot=self._booted,
+            replicas=replicas,
+            wait_ms=max(int(self._timeout * 250), 1),
+        )
+        self._feed = Feed(self)
         try:
-            self._call(self._load_scripts)
+            self._call(lambda: self._wire.call("PING"))
         except CoordError:
-            self._redis.close()
+            self._wire.close()
             raise
 
     def describe(self) -> str:
         return self._where
 
-    def _load_scripts(self) -> None:
-        """Register every script in one round trip (EVALSHA reloads them after a server restart)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.script)
-        pipe.execute()
-
     # -- the one boundary with redis-py -------------------------------------
 
-    def _call(self, fn: Callable[[], T], client: redis.Redis | None = None) -> T:
+    def _call(self, fn: Callable[[], T], retry: bool = True) -> T:
         """Run ``fn`` and translate every redis-py error.
 
-        Calls on the Store's pool (``client`` None) retry transient failures
-        within the timeout; the watch thread passes its own connection and
-        does its own retrying.
+        Transient failures are retried within the timeout, unless ``retry``
+        is false (the watch thread, which does its own retrying).
         """
         started = time.monotonic()
         try:
             try:
                 return fn()  # the common case, without the cost of setting up tenacity
             except _TRANSIENT as exc:
-                if client is not None or isinstance(exc, _FATAL):
+                if not retry or isinstance(exc, _FATAL):
                     raise
             for attempt in Retrying(
                 stop=stop_after_delay(self._timeout - (time.monotonic() - started)),
@@ -138,19 +157,41 @@ class RedisStore(Store):
             raise StoreUnavailable(f"redis connection failed: {exc}", backend="redis") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _run(self, name: str, *args: str | bytes, client: redis.Redis | None = None) -> Any:
+    def _run(self, name: str, *args: str | bytes, conn: Connection | None = None, once: bool = True) -> Any:
         """Run one script. A mutation carries a request id, so a retry cannot apply it twice."""
-        keys = self._keys
-        if name in MUTATIONS:
-            keys = [*keys, self._req + os.urandom(12).hex()]
-        script, argv = self._scripts[name], [*self._head, *args]
-        return self._call(lambda: script(keys, argv, client=client or self._redis), client)
+        if not (once and name in MUTATIONS):
+            return self._call(functools.partial(self._wire.run, name, ["", *args], conn), retry=conn is None)
+        request = f"{self._request}{next(self._requests)}"
+        argv: list[str | bytes] = [f"+{request}", *args]  # '+': a first attempt, with no earlier reply to look up
 
-    def _read(self, target: str, mode: str, client: redis.Redis | None = None) -> tuple[int, list[KVPair]]:
+        def attempt() -> Any:
+            try:
+                return self._wire.run(name, argv, conn)
+            finally:
+                argv[0] = request  # whatever happened, the next attempt is a retry
+
+        return self._call(attempt, retry=conn is None)
+
+    def _read(
+        self, target: str, mode: str, conn: Connection | None = None, listen: list[str] | None = None
+    ) -> tuple[int, list[KVPair]]:
         """The current revision and, read atomically with it, the pairs of a key (mode ``key``),
-        of a tree (``tree``) or none (``none``)."""
-        reply = self._run("read", target, mode, client=client)
+        of a tree (``tree``) or none (``none``); ``listen`` (a bell and its registrations, see
+        ``_feed``) applies them first."""
+        reply = self._run("read", target, mode, *(listen or ()), conn=conn)
         return int(reply[0]), [record(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)]
+
+    def _booted(self, epoch: bytes) -> None:
+        """A new connection reports the server's epoch: a new one means a server that may have lost
+        acknowledged writes (see ``_scripts.new_epoch``), so every lease of this Store is lost."""
+        with self._epoch_lock:
+            known, self._epoch = self._epoch, max(int(epoch), self._epoch or 0)
+            if known is None or int(epoch) <= known:
+                return
+            self._epochs_seen += 1
+        log.warning("%s is a new server (restarted, or failed over): its leases are lost", self.describe())
+        for lease in self._keeper.leases():
+            lease._mark_lost()
 
     # -- key/value ---------------------------------------------------------------
 
@@ -183,10 +224,27 @@ class RedisStore(Store):
     def _delete_tree(self, prefix: str) -> None:
         self._run("delete_tree", prefix)
 
+    def _transaction(self, ops: builtins.list[Op]) -> builtins.list[object]:
+        args, writes = txn_args(ops)
+        try:
+            reply = self._run("txn", *args, once=writes)
+        except CoordError as exc:
+            index = failed_op(exc)
+            if index is not None:
+                exc.key = ops[index].key
+            raise
+        return txn_results(ops, reply)
+
     # -- leases ----------------------------------------------------------------
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
-        return int(self._run("grant", ms(ttl))), ttl
+        while True:
+            seen = self._epochs_seen
+            lease_id = int(self._run("grant", ms(ttl)))
+            if seen == self._epochs_seen:
+                return lease_id, ttl
+            # The reply may come from the server before the new one, which may not have the lease:
+            # grant another (the first, if it exists, expires unrenewed).
 
     def _lease_keepalive(self, lease: Lease) -> bool:
         return bool(self._run("keepalive", str(lease.id), ms(lease.ttl)) == 1)
@@ -204,7 +262,7 @@ class RedisStore(Store):
 
     def _close(self) -> None:
         self._feed.close()
-        self._redis.close()
+        self._wire.close()
 
 
 def _translate(exc: RedisError, where: str) -> CoordError:
@@ -212,6 +270,8 @@ def _translate(exc: RedisError, where: str) -> CoordError:
         code, _, rest = str(exc).partition(" ")
         if code in ERRORS:
             return ERRORS[code](rest)
+    if isinstance(exc, ReplicaShortfall):
+        return StoreUnavailable(f"{where}: {exc}; the write was applied on the primary and may be lost")
     if isinstance(exc, _FATAL):
         return StoreUnavailable(f"{where} refused coord's credentials: {exc}")
     if isinstance(exc, _TRANSIENT):
@@ -233,4 +293,5 @@ def _client_options(location: Location, timeout: float, tls_ca: str | None) -> d
         "ssl_ca_certs": tls_ca,
         "socket_connect_timeout": min(timeout, 2.0),
         "retry": Retry(NoBackoff(), 0),  # coord retries, at one boundary (_call)
+        "socket_keepalive": True,
     }
