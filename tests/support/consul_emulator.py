@@ -1,0 +1,659 @@
+"""A Consul HTTP API EMULATOR, written from Consul's documentation and source, for coord's tests: not Consul.
+
+No Consul server can be installed on the machines coord is tested on, so the
+``consul://`` backend is tested against this single-process stand-in (and,
+when ``COORD_TEST_CONSUL`` names a real agent, against that instead). It
+serves, on 127.0.0.1, what coord uses of the API:
+
+- ``/v1/kv/<key>``: GET (``recurse``, ``keys``, ``separator``, ``raw``,
+  blocking ``index``/``wait``), PUT (``cas``, ``acquire``, ``release``,
+  ``flags``), DELETE (``cas``, ``recurse``), with Consul's indexes: one
+  raft-like index for every write; ``CreateIndex``/``ModifyIndex``/``LockIndex``;
+  a rewrite that changes nothing keeps ``ModifyIndex``; tombstones keep a
+  prefix's ``X-Consul-Index`` from going backwards after a delete.
+- blocking queries as Consul's ``blockingQuery``: answer at once if the
+  result's index is above ``index``, else wait until what the query reads
+  changes or ``wait`` (default 5 min, at most 10 min, plus up to wait/16 of
+  jitter) passes; the index is never below 1.
+- ``/v1/txn``: the KV verbs (set, cas, lock, unlock, get, get-or-empty,
+  get-tree, check-index, check-session, check-not-exists, delete,
+  delete-tree, delete-cas), all or nothing, 200 or 409 with ``Errors``; at
+  most 128 operations; the body and value size limits.
+- ``/v1/session/create|renew|destroy|info|list``: ``TTL`` between the
+  minimum (``--min-session-ttl``, Consul's ``session_ttl_min``, default 10s)
+  and 24h; a session not renewed is invalidated ``--ttl-factor`` times its
+  TTL after its last renewal (Consul's leader uses 2; the docs promise only
+  "not before the TTL", so a test may pick any point from 1 to 2);
+  ``Behavior`` release or delete; ``LockDelay`` (default 15s) refusing
+  acquisitions of the keys an invalidated session held.
+- ACLs: with ``--acl-token`` every request must carry that token
+  (``X-Consul-Token``, ``Authorization: Bearer`` or ``?token=``): 403 otherwise.
+- TLS: ``--tls-cert``/``--tls-key`` serve HTTPS; ``--tls-ca`` also requires
+  a client certificate signed by that CA (Consul's ``verify_incoming``).
+- ``/v1/status/leader`` for readiness.
+
+What it does not do: ACL policies (one token may do everything), datacenters
+other than its own (``dc`` is accepted and ignored), namespaces, health
+checks bound to sessions, consistency modes (every read is consistent), the
+catalog, and raft itself (one process, so no leader change resets session
+timers). Run it as ``python consul_emulator.py --port 8500 [options]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import random
+import re
+import ssl
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+MAX_TTL = 86400.0
+MAX_TXN_OPS = 128
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_WRITE_VERBS = {"set", "cas", "lock", "unlock", "delete", "delete-tree", "delete-cas"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("10s", "1.5s", "100ms", "24h0m0s"), or a bare number of nanoseconds, in seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text) / 1e9
+    parts = re.findall(r"([\d.]+)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"time: invalid duration {text!r}")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as Go prints a Duration ("10s", "1.5s", "24h0m0s")."""
+    if seconds >= 3600:
+        hours, rest = divmod(seconds, 3600)
+        minutes, secs = divmod(rest, 60)
+        return f"{int(hours)}h{int(minutes)}m{secs:g}s"
+    if seconds >= 60:
+        minutes, secs = divmod(seconds, 60)
+        return f"{int(minutes)}m{secs:g}s"
+    return f"{seconds:g}s"
+
+
+class State:
+    """The data of one emulated datacenter, guarded by ``cond`` (whose notify wakes blocking queries)."""
+
+    def __init__(self, min_ttl: float, ttl_factor: float) -> None:
+        self.cond = threading.Condition()
+        self.index = 1
+        self.kv_index = 0
+        self.kvs: dict[str, dict[str, Any]] = {}
+        self.tombstones: dict[str, int] = {}
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.session_index = 0
+        self.deadlines: dict[str, float] = {}
+        self.lock_delays: dict[str, float] = {}
+        self.min_ttl = min_ttl
+        self.ttl_factor = ttl_factor
+        self.invalidated: list[tuple[str, float]] = []  # (session, when): for tests of the emulator's timing
+        self._reaper = threading.Thread(target=self._reap, daemon=True, name="consul-emulator-sessions")
+        self._reaper.start()
+
+    # -- KV reads -------------------------------------------------------------------
+
+    def kv_max(self) -> int:
+        return max(1, self.kv_index)
+
+    def prefix_index(self, prefix: str) -> int:
+        found = [e["ModifyIndex"] for k, e in self.kvs.items() if k.startswith(prefix)]
+        found += [i for k, i in self.tombstones.items() if k.startswith(prefix)]
+        return max(found) if found and prefix else self.kv_max()
+
+    def listing(self, prefix: str) -> list[dict[str, Any]]:
+        return [self.kvs[k] for k in sorted(self.kvs) if k.startswith(prefix)]
+
+    # -- KV writes (at index ``idx``, on ``kvs``: the live dict or a transaction's copy) --------------
+
+    @staticmethod
+    def _set(kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any], update_session: bool) -> dict[str, Any]:
+        existing = kvs.get(entry["Key"])
+        entry["CreateIndex"] = existing["CreateIndex"] if existing else idx
+        if not update_session:
+            entry["Session"] = existing["Session"] if existing else ""
+        entry.setdefault("LockIndex", existing["LockIndex"] if existing else 0)
+        same = existing is not None and all(
+            existing.get(f) == entry.get(f) for f in ("Value", "Flags", "Session", "LockIndex")
+        )
+        entry["ModifyIndex"] = existing["ModifyIndex"] if same and existing else idx
+        if not same:
+            kvs[entry["Key"]] = entry
+        return kvs[entry["Key"]]
+
+    def _lock(self, kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
+        session = entry.get("Session") or ""
+        if not session:
+            raise ValueError("missing session")
+        if session not in self.sessions:
+            raise ValueError(f"invalid session {json.dumps(session)}")
+        existing = kvs.get(entry["Key"])
+        if existing is not None and existing["Session"] == session:
+            entry["LockIndex"] = existing["LockIndex"]
+        elif existing is not None and existing["Session"]:
+            return None
+        else:
+            entry["LockIndex"] = (existing["LockIndex"] if existing else 0) + 1
+        return self._set(kvs, idx, entry, True)
+
+    @staticmethod
+    def _unlock(kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
+        if not entry.get("Session"):
+            raise ValueError("missing session")
+        existing = kvs.get(entry["Key"])
+        if existing is None or existing["Session"] != entry["Session"]:
+            return None
+        entry["Session"] = ""
+        entry["LockIndex"] = existing["LockIndex"]
+        return State._set(kvs, idx, entry, True)
+
+    def _cas(self, kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any], cas: int) -> dict[str, Any] | None:
+        existing = kvs.get(entry["Key"])
+        if (cas == 0 and existing is not None) or (cas != 0 and (existing is None or existing["ModifyIndex"] != cas)):
+            return None
+        return self._set(kvs, idx, entry, False)
+
+    @staticmethod
+    def _delete(kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, key: str) -> None:
+        if kvs.pop(key, None) is not None:
+            stones[key] = idx
+
+    def _held_delay(self, key: str) -> bool:
+        return self.lock_delays.get(key, 0.0) > time.monotonic()
+
+    # -- transactions ------------------------------------------------------------------
+
+    def txn(self, ops: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]] | None, list[dict[str, Any]]]:
+        """Run ``ops`` all or nothing: (index, results or None, errors)."""
+        writes = any(op.get("KV", {}).get("Verb") in _WRITE_VERBS for op in ops)
+        idx = self.index + 1
+        kvs, stones = dict(self.kvs), dict(self.tombstones)
+        results: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for n, op in enumerate(ops):
+            try:
+                results += self._txn_op(kvs, stones, idx, op)
+            except ValueError as exc:
+                errors.append({"OpIndex": n, "What": str(exc)})
+        if errors:
+            return self.index, None, errors
+        if writes:
+            self.index = idx
+            if kvs != self.kvs or stones != self.tombstones:
+                self.kvs, self.tombstones, self.kv_index = kvs, stones, idx
+                self.cond.notify_all()
+        return self.index, results, []
+
+    def _txn_op(self, kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, op: dict[str, Any]) -> list:
+        if "KV" not in op:
+            raise ValueError("no operation specified")
+        kv = op["KV"]
+        verb, key = kv.get("Verb", ""), kv.get("Key", "")
+        value = base64.b64decode(kv["Value"]) if kv.get("Value") else b""
+        entry = {"Key": key, "Value": value, "Flags": int(kv.get("Flags") or 0), "Session": kv.get("Session") or ""}
+        index = int(kv.get("Index") or 0)
+        found: dict[str, Any] | None = None
+        if verb == "set":
+            found = self._set(kvs, idx, entry, False)
+        elif verb == "cas":
+            found = self._cas(kvs, idx, entry, index)
+            if found is None:
+                raise ValueError(f"failed to set key {json.dumps(key)}, index is stale")
+        elif verb == "lock":
+            if self._held_delay(key):
+                raise ValueError(f"failed to lock key {json.dumps(key)}, lock is already held")
+            found = self._lock(kvs, idx, entry)
+            if found is None:
+                raise ValueError(f"failed to lock key {json.dumps(key)}, lock is already held")
+        elif verb == "unlock":
+            found = self._unlock(kvs, idx, entry)
+            if found is None:
+                raise ValueError(
+                    f"failed to unlock key {json.dumps(key)}, lock isn't held, or is held by another session"
+                )
+        elif verb in ("get", "get-or-empty"):
+            found = kvs.get(key)
+            if found is None and verb == "get":
+                raise ValueError(f"key {json.dumps(key)} doesn't exist")
+            if found is None:
+                return [{"KV": _render({**entry, "Value": None, "CreateIndex": 0, "ModifyIndex": 0, "LockIndex": 0})}]
+            return [{"KV": _render(found)}]
+        elif verb == "get-tree":
+            return [{"KV": _render(kvs[k])} for k in sorted(kvs) if k.startswith(key)]
+        elif verb == "check-index":
+            found = kvs.get(key)
+            if found is None:
+                raise ValueError(f"failed to check index, key {json.dumps(key)} doesn't exist")
+            if found["ModifyIndex"] != index:
+                raise ValueError(
+                    f"failed index check for key {json.dumps(key)}, current modify index {found['ModifyIndex']} != {index}"
+                )
+        elif verb == "check-session":
+            found = kvs.get(key)
+            if found is None:
+                raise ValueError(f"failed to check session, key {json.dumps(key)} doesn't exist")
+            if found["Session"] != entry["Session"]:
+                raise ValueError(
+                    f"failed session check for key {json.dumps(key)}, current session "
+                    f"{json.dumps(found['Session'])} != {json.dumps(entry['Session'])}"
+                )
+        elif verb == "check-not-exists":
+            if key in kvs:
+                raise ValueError(f"key {json.dumps(key)} exists")
+        elif verb == "delete":
+            self._delete(kvs, stones, idx, key)
+        elif verb == "delete-tree":
+            for k in [k for k in kvs if k.startswith(key)]:
+                self._delete(kvs, stones, idx, k)
+        elif verb == "delete-cas":
+            existing = kvs.get(key)
+            if existing is None or existing["ModifyIndex"] != index:
+                if existing is not None:
+                    raise ValueError(f"failed to delete key {json.dumps(key)}, index is stale")
+                return []
+            self._delete(kvs, stones, idx, key)
+        else:
+            raise ValueError(f"unknown KV verb {json.dumps(verb)}")
+        if found is None:
+            return []
+        return [{"KV": {**_render(found), "Value": None}}]
+
+    def write(self, ops: list[dict[str, Any]]) -> bool:
+        """One KV write of the plain API, as a transaction; False where Consul's PUT answers false."""
+        _, results, errors = self.txn(ops)
+        return not errors
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def create_session(self, spec: dict[str, Any]) -> str:
+        behavior = spec.get("Behavior") or "release"
+        if behavior not in ("release", "delete"):
+            raise ApiError(500, f"Invalid Behavior setting '{behavior}'")
+        ttl = 0.0
+        if spec.get("TTL"):
+            try:
+                ttl = parse_duration(str(spec["TTL"]))
+            except ValueError as exc:
+                raise ApiError(500, f"Session TTL '{spec['TTL']}' invalid: {exc}") from None
+            if ttl != 0 and not self.min_ttl <= ttl <= MAX_TTL:
+                raise ApiError(
+                    500,
+                    f"Invalid Session TTL '{int(ttl * 1e9)}', must be between "
+                    f"[{go_duration(self.min_ttl)}={go_duration(MAX_TTL)}]",
+                )
+        delay = spec.get("LockDelay", 15e9)
+        delay_s = parse_duration(delay) if isinstance(delay, str) else float(delay) / 1e9
+        self.index += 1
+        sid = str(uuid.uuid4())
+        self.sessions[sid] = {
+            "ID": sid,
+            "Name": spec.get("Name", ""),
+            "Node": spec.get("Node") or "emulator",
+            "LockDelay": int(delay_s * 1e9),
+            "Behavior": behavior,
+            "TTL": spec.get("TTL") or "",
+            "NodeChecks": ["serfHealth"],
+            "ServiceChecks": None,
+            "CreateIndex": self.index,
+            "ModifyIndex": self.index,
+            "_ttl": ttl,
+        }
+        self.session_index = self.index
+        self._arm(sid)
+        return sid
+
+    def _arm(self, sid: str) -> None:
+        ttl = self.sessions[sid]["_ttl"]
+        if ttl:
+            self.deadlines[sid] = time.monotonic() + ttl * self.ttl_factor
+            self.cond.notify_all()
+
+    def renew(self, sid: str) -> dict[str, Any] | None:
+        if sid not in self.sessions:
+            return None
+        self._arm(sid)
+        return self.sessions[sid]
+
+    def destroy(self, sid: str) -> None:
+        session = self.sessions.pop(sid, None)
+        self.deadlines.pop(sid, None)
+        if session is None:
+            return
+        self.index += 1
+        self.session_index = self.index
+        held = [k for k, e in self.kvs.items() if e["Session"] == sid]
+        if session["LockDelay"]:
+            until = time.monotonic() + session["LockDelay"] / 1e9
+            for key in held:
+                self.lock_delays[key] = until
+        if held:
+            self.kv_index = self.index
+        for key in held:
+            if session["Behavior"] == "delete":
+                self._delete(self.kvs, self.tombstones, self.index, key)
+            else:
+                self.kvs[key] = {**self.kvs[key], "Session": "", "ModifyIndex": self.index}
+        self.cond.notify_all()
+
+    def _reap(self) -> None:
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for sid in [sid for sid, when in self.deadlines.items() if when <= now]:
+                    self.invalidated.append((sid, now))
+                    self.destroy(sid)
+                upcoming = min(self.deadlines.values(), default=now + 60)
+                self.cond.wait(max(0.001, upcoming - now))
+
+
+def _render(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in entry.items() if not k.startswith("_")}
+    value = entry.get("Value")
+    out["Value"] = base64.b64encode(value).decode() if value else None
+    if not out.get("Session"):
+        out.pop("Session", None)
+    return out
+
+
+def _session_out(session: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in session.items() if not k.startswith("_")}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Emulator
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, body: Any, index: int | None = None, raw: bool = False) -> None:
+        data = body if raw else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain" if raw or status >= 400 else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if index is not None:
+            self.send_header("X-Consul-Index", str(max(1, index)))
+            self.send_header("X-Consul-KnownLeader", "true")
+            self.send_header("X-Consul-LastContact", "0")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        try:
+            self._check_token(query)
+            path = unquote(parts.path)
+            if path.startswith("/v1/kv/") or path == "/v1/kv":
+                return self._kv(method, path[len("/v1/kv/") :], query, body)
+            if path == "/v1/txn" and method == "PUT":
+                return self._txn(body)
+            if path.startswith("/v1/session/"):
+                return self._session(method, path[len("/v1/session/") :], query, body)
+            if path == "/v1/status/leader":
+                return self._reply(200, "127.0.0.1:8300")
+            raise ApiError(404, f"Invalid URL path: not a recognized HTTP API endpoint {parts.path!r}")
+        except ApiError as exc:
+            data = exc.text.encode()
+            self.send_response(exc.status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_POST(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _check_token(self, query: dict[str, str]) -> None:
+        wanted = self.server.acl_token
+        if wanted is None:
+            return
+        given = self.headers.get("X-Consul-Token") or query.get("token")
+        auth = self.headers.get("Authorization", "")
+        if not given and auth.startswith("Bearer "):
+            given = auth[len("Bearer ") :]
+        if not given:
+            raise ApiError(403, "Permission denied: anonymous token lacks permission")
+        if given != wanted:
+            raise ApiError(403, "ACL not found")
+
+    # -- KV ---------------------------------------------------------------------------
+
+    def _kv(self, method: str, key: str, query: dict[str, str], body: bytes) -> None:
+        state = self.server.state
+        if method == "GET":
+            return self._kv_get(key, query)
+        limit = self.server.kv_max_value_size
+        if len(body) > limit:
+            raise ApiError(413, f"Request body({len(body)} bytes) too large, max size: {limit} bytes.")
+        flags = int(query.get("flags") or 0)
+        entry = {"Key": key, "Value": body, "Flags": flags, "Session": ""}
+        with state.cond:
+            if method == "DELETE":
+                if "recurse" in query:
+                    op = {"Verb": "delete-tree", "Key": key}
+                elif "cas" in query:
+                    if int(query["cas"]) == 0:
+                        return self._reply(200, False)
+                    op = {"Verb": "delete-cas", "Key": key, "Index": int(query["cas"])}
+                else:
+                    op = {"Verb": "delete", "Key": key}
+                return self._reply(200, state.write([{"KV": op}]))
+            value = base64.b64encode(body).decode()
+            if "acquire" in query:
+                op = {"Verb": "lock", "Key": key, "Value": value, "Flags": flags, "Session": query["acquire"]}
+                if query["acquire"] not in state.sessions:
+                    raise ApiError(500, f"invalid session {json.dumps(query['acquire'])}")
+            elif "release" in query:
+                op = {"Verb": "unlock", "Key": key, "Value": value, "Flags": flags, "Session": query["release"]}
+            elif "cas" in query:
+                op = {"Verb": "cas", "Key": key, "Value": value, "Flags": flags, "Index": int(query["cas"])}
+            else:
+                op = {"Verb": "set", "Key": key, "Value": value, "Flags": flags}
+            del entry
+            return self._reply(200, state.write([{"KV": op}]))
+
+    def _kv_get(self, key: str, query: dict[str, str]) -> None:
+        state = self.server.state
+        recurse = "recurse" in query or "keys" in query
+
+        def read() -> tuple[int, Any, int]:
+            if recurse:
+                entries = state.listing(key)
+                return state.prefix_index(key), entries, 0
+            entry = state.kvs.get(key)
+            return state.kv_max(), entry, 0
+
+        with state.cond:
+            index, result, _ = read()
+            wanted = int(query["index"]) if query.get("index") else 0
+            if wanted > 0 and index <= wanted:
+                wait = min(parse_duration(query["wait"]) if query.get("wait") else 300.0, 600.0)
+                deadline = time.monotonic() + wait + random.uniform(0, wait / 16)
+                snapshot = self._seen(key, recurse)
+                while time.monotonic() < deadline and self._seen(key, recurse) == snapshot:
+                    state.cond.wait(deadline - time.monotonic())
+                index, result, _ = read()
+        if recurse and "keys" in query:
+            sep = query.get("separator", "")
+            names: list[str] = []
+            for entry in result:
+                name = entry["Key"]
+                if sep and (cut := name.find(sep, len(key))) >= 0:
+                    name = name[: cut + len(sep)]
+                if not names or names[-1] != name:
+                    names.append(name)
+            return self._reply(200 if names else 404, names or None, index)
+        if recurse:
+            return self._reply(200 if result else 404, [_render(e) for e in result] or None, index)
+        if result is None:
+            return self._reply(404, None, index, raw=False)
+        if "raw" in query:
+            return self._reply(200, result["Value"], index, raw=True)
+        return self._reply(200, [_render(result)], index)
+
+    def _seen(self, key: str, recurse: bool) -> Any:
+        """What a blocking query on ``key`` reads: it wakes when this changes (Consul's watch set)."""
+        state = self.server.state
+        if recurse:
+            return state.prefix_index(key), len(state.listing(key))
+        entry = state.kvs.get(key)
+        return None if entry is None else entry["ModifyIndex"]
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _txn(self, body: bytes) -> None:
+        if len(body) > self.server.txn_max_req_len:
+            raise ApiError(
+                413, f"Request body({len(body)} bytes) too large, max size: {self.server.txn_max_req_len} bytes."
+            )
+        try:
+            ops = json.loads(body or b"[]")
+        except ValueError as exc:
+            raise ApiError(400, f"Failed to parse body: {exc}") from None
+        if len(ops) > MAX_TXN_OPS:
+            raise ApiError(413, f"Transaction contains too many operations ({len(ops)} > {MAX_TXN_OPS})")
+        for op in ops:
+            kv = op.get("KV") or {}
+            size = len(base64.b64decode(kv["Value"])) if kv.get("Value") else 0
+            if size > self.server.kv_max_value_size:
+                raise ApiError(
+                    413, f"Value for key {json.dumps(kv.get('Key'))} is too large ({size} > "
+                    f"{self.server.kv_max_value_size} bytes)"
+                )
+        state = self.server.state
+        with state.cond:
+            index, results, errors = state.txn(ops)
+        if errors:
+            return self._reply(409, {"Results": None, "Errors": errors}, index)
+        return self._reply(200, {"Results": results, "Errors": None}, index)
+
+    # -- sessions ---------------------------------------------------------------------
+
+    def _session(self, method: str, rest: str, query: dict[str, str], body: bytes) -> None:
+        state = self.server.state
+        verb, _, sid = rest.partition("/")
+        with state.cond:
+            if verb == "create" and method == "PUT":
+                spec = json.loads(body) if body else {}
+                return self._reply(200, {"ID": state.create_session(spec)}, state.index)
+            if verb == "renew" and method == "PUT":
+                session = state.renew(sid)
+                if session is None:
+                    raise ApiError(404, f"Session id '{sid}' not found")
+                return self._reply(200, [_session_out(session)], state.session_index)
+            if verb == "destroy" and method == "PUT":
+                state.destroy(sid)
+                return self._reply(200, True)
+            if verb == "info" and method == "GET":
+                session = state.sessions.get(sid)
+                return self._reply(200, [_session_out(session)] if session else None, state.session_index)
+            if verb == "list" and method == "GET":
+                return self._reply(200, [_session_out(s) for s in state.sessions.values()], state.session_index)
+        raise ApiError(405, f"method {method} not allowed")
+
+
+class Emulator(ThreadingHTTPServer):
+    """The emulator's HTTP server; ``state`` is its data, for tests that look inside."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        min_session_ttl: float = 10.0,
+        ttl_factor: float = 2.0,
+        acl_token: str | None = None,
+        kv_max_value_size: int = 512 * 1024,
+        txn_max_req_len: int = 512 * 1024,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.state = State(min_session_ttl, ttl_factor)
+        self.acl_token = acl_token
+        self.kv_max_value_size = kv_max_value_size
+        self.txn_max_req_len = txn_max_req_len
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> Emulator:
+        """Serve in a daemon thread (for tests that run it in-process)."""
+        threading.Thread(target=self.serve_forever, daemon=True, name="consul-emulator").start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if ca:
+        context.load_verify_locations(ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A Consul HTTP API emulator for coord's tests (not Consul).")
+    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--min-session-ttl", default="10s", help="Consul's session_ttl_min (emulator default 10s)")
+    parser.add_argument("--ttl-factor", type=float, default=2.0, help="invalidate at this many TTLs (1 to 2)")
+    parser.add_argument("--acl-token", default=None, help="require this token on every request")
+    parser.add_argument("--kv-max-value-size", type=int, default=512 * 1024)
+    parser.add_argument("--txn-max-req-len", type=int, default=512 * 1024)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-ca")
+    args = parser.parse_args(argv)
+    tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    server = Emulator(
+        args.port,
+        min_session_ttl=parse_duration(args.min_session_ttl),
+        ttl_factor=args.ttl_factor,
+        acl_token=args.acl_token,
+        kv_max_value_size=args.kv_max_value_size,
+        txn_max_req_len=args.txn_max_req_len,
+        tls=tls,
+    )
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
