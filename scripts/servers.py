@@ -90,6 +90,7 @@ class Server:
             return [
                 sys.executable, str(emulator), "--port", str(self.port), "--min-session-ttl", "1s",
                 "--kv-max-value-size", str(2 * 1024 * 1024), "--txn-max-req-len", str(8 * 1024 * 1024),
+                "--data-dir", str(data),
             ]  # fmt: skip
         if self.name == "redis":
             return [

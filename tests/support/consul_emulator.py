@@ -36,7 +36,8 @@ What it does not do: ACL policies (one token may do everything), datacenters
 other than its own (``dc`` is accepted and ignored), namespaces, health
 checks bound to sessions, consistency modes (every read is consistent), the
 catalog, and raft itself (one process, so no leader change resets session
-timers). Run it as ``python consul_emulator.py --port 8500 [options]``.
+timers; but a restart with ``--data-dir`` keeps the data and restarts every
+session's timer in full, as a newly elected leader does). Run it as ``python consul_emulator.py --port 8500 [options]``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import pickle
 import random
 import re
 import ssl
@@ -93,8 +96,9 @@ def go_duration(seconds: float) -> str:
 class State:
     """The data of one emulated datacenter, guarded by ``cond`` (whose notify wakes blocking queries)."""
 
-    def __init__(self, min_ttl: float, ttl_factor: float) -> None:
+    def __init__(self, min_ttl: float, ttl_factor: float, data_dir: str | None = None) -> None:
         self.cond = threading.Condition()
+        self.data_dir = data_dir
         self.index = 1
         self.kv_index = 0
         self.kvs: dict[str, dict[str, Any]] = {}
@@ -106,8 +110,39 @@ class State:
         self.min_ttl = min_ttl
         self.ttl_factor = ttl_factor
         self.invalidated: list[tuple[str, float]] = []  # (session, when): for tests of the emulator's timing
+        self._load()
         self._reaper = threading.Thread(target=self._reap, daemon=True, name="consul-emulator-sessions")
         self._reaper.start()
+
+    # -- persistence: a killed and restarted emulator keeps its data, as Consul's raft log does ------------
+
+    _SAVED = ("index", "kv_index", "kvs", "tombstones", "sessions", "session_index")
+
+    def _load(self) -> None:
+        path = self._file()
+        if path is None or not os.path.exists(path):
+            return
+        with open(path, "rb") as file:
+            saved = pickle.load(file)
+        for name in self._SAVED:
+            setattr(self, name, saved[name])
+        with self.cond:
+            for sid in self.sessions:  # a new leader restarts every session's timer in full (initializeSessionTimers)
+                self._arm(sid)
+
+    def save(self) -> None:
+        """Write the data through (called, lock held, after every write, before the answer)."""
+        path = self._file()
+        if path is None:
+            return
+        for key in sorted(self.tombstones, key=self.tombstones.__getitem__)[: max(0, len(self.tombstones) - 5000)]:
+            del self.tombstones[key]  # Consul reaps tombstones too (tombstone_ttl)
+        with open(path + ".new", "wb") as file:
+            pickle.dump({name: getattr(self, name) for name in self._SAVED}, file)
+        os.replace(path + ".new", path)
+
+    def _file(self) -> str | None:
+        return os.path.join(self.data_dir, "state.pickle") if self.data_dir else None
 
     # -- KV reads -------------------------------------------------------------------
 
@@ -200,6 +235,7 @@ class State:
             if kvs != self.kvs or stones != self.tombstones:
                 self.kvs, self.tombstones, self.kv_index = kvs, stones, idx
                 self.cond.notify_all()
+            self.save()
         return self.index, results, []
 
     def _txn_op(self, kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, op: dict[str, Any]) -> list:
@@ -318,6 +354,7 @@ class State:
         }
         self.session_index = self.index
         self._arm(sid)
+        self.save()
         return sid
 
     def _arm(self, sid: str) -> None:
@@ -351,6 +388,7 @@ class State:
                 self._delete(self.kvs, self.tombstones, self.index, key)
             else:
                 self.kvs[key] = {**self.kvs[key], "Session": "", "ModifyIndex": self.index}
+        self.save()
         self.cond.notify_all()
 
     def _reap(self) -> None:
@@ -598,9 +636,10 @@ class Emulator(ThreadingHTTPServer):
         kv_max_value_size: int = 512 * 1024,
         txn_max_req_len: int = 512 * 1024,
         tls: ssl.SSLContext | None = None,
+        data_dir: str | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
-        self.state = State(min_session_ttl, ttl_factor)
+        self.state = State(min_session_ttl, ttl_factor, data_dir)
         self.acl_token = acl_token
         self.kv_max_value_size = kv_max_value_size
         self.txn_max_req_len = txn_max_req_len
@@ -641,6 +680,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--tls-ca")
+    parser.add_argument("--data-dir", help="keep the data here across a kill and restart (else in memory only)")
     args = parser.parse_args(argv)
     tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     server = Emulator(
@@ -651,6 +691,7 @@ def main(argv: list[str] | None = None) -> None:
         kv_max_value_size=args.kv_max_value_size,
         txn_max_req_len=args.txn_max_req_len,
         tls=tls,
+        data_dir=args.data_dir,
     )
     server.serve_forever()
 
