@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import pickle
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -422,6 +424,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        super().finish()
+
     def _reply(self, status: int, body: Any, index: int | None = None, raw: bool = False) -> None:
         data = body if raw else json.dumps(body).encode()
         self.send_response(status)
@@ -639,6 +649,7 @@ class Emulator(ThreadingHTTPServer):
         data_dir: str | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", port), Handler)
+        self.connections: set[Any] = set()
         self.state = State(min_session_ttl, ttl_factor, data_dir)
         self.acl_token = acl_token
         self.kv_max_value_size = kv_max_value_size
@@ -656,8 +667,12 @@ class Emulator(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
+        """Stop serving and drop every connection, as a killed agent would."""
         self.shutdown()
         self.server_close()
+        for connection in list(self.connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 def tls_context(cert: str, key: str, ca: str | None) -> ssl.SSLContext:
