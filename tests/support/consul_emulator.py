@@ -240,7 +240,9 @@ class State:
             self.save()
         return self.index, results, []
 
-    def _txn_op(self, kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, op: dict[str, Any]) -> list:
+    def _txn_op(
+        self, kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, op: dict[str, Any]
+    ) -> list[dict[str, Any]]:
         if "KV" not in op:
             raise ValueError("no operation specified")
         kv = op["KV"]
@@ -316,8 +318,7 @@ class State:
 
     def write(self, ops: list[dict[str, Any]]) -> bool:
         """One KV write of the plain API, as a transaction; False where Consul's PUT answers false."""
-        _, results, errors = self.txn(ops)
-        return not errors
+        return not self.txn(ops)[2]
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -504,7 +505,7 @@ class Handler(BaseHTTPRequestHandler):
         if len(body) > limit:
             raise ApiError(413, f"Request body({len(body)} bytes) too large, max size: {limit} bytes.")
         flags = int(query.get("flags") or 0)
-        entry = {"Key": key, "Value": body, "Flags": flags, "Session": ""}
+        op: dict[str, Any]
         with state.cond:
             if method == "DELETE":
                 if "recurse" in query:
@@ -527,7 +528,6 @@ class Handler(BaseHTTPRequestHandler):
                 op = {"Verb": "cas", "Key": key, "Value": value, "Flags": flags, "Index": int(query["cas"])}
             else:
                 op = {"Verb": "set", "Key": key, "Value": value, "Flags": flags}
-            del entry
             return self._reply(200, state.write([{"KV": op}]))
 
     def _kv_get(self, key: str, query: dict[str, str]) -> None:
@@ -595,8 +595,9 @@ class Handler(BaseHTTPRequestHandler):
             size = len(base64.b64decode(kv["Value"])) if kv.get("Value") else 0
             if size > self.server.kv_max_value_size:
                 raise ApiError(
-                    413, f"Value for key {json.dumps(kv.get('Key'))} is too large ({size} > "
-                    f"{self.server.kv_max_value_size} bytes)"
+                    413,
+                    f"Value for key {json.dumps(kv.get('Key'))} is too large ({size} > "
+                    f"{self.server.kv_max_value_size} bytes)",
                 )
         state = self.server.state
         with state.cond:

@@ -306,4 +306,3 @@ class ConsulStore(Store):
         for watch in watches:
             watch.close()
         self._consul.close()
-

@@ -170,7 +170,7 @@ class Plan:
             elif role == "write" and "invalid session" in what and op is not None:
                 error_ = LeaseExpired(f"the session of lease {self.sessions[n]} is gone: {what}")
                 found.append((1, Problem("lease", n, error_)))
-            elif role in ("write", "plain") and "held" in what or role == "plain":
+            elif (role in ("write", "plain") and "held" in what) or role == "plain":
                 found.append((2, Problem("held", n)))
             elif role == "log":
                 found.append((3, Problem("log", n)))

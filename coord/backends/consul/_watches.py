@@ -149,34 +149,34 @@ class ConsulWatch:
     def _key_events(
         self, key: str, records: list[Record], entry: dict[str, Any] | None, index: int, replay: bool
     ) -> list[tuple[int, int, str, Event]]:
+        """The events of one key: its logged ones, then what its state at ``index`` says the log missed."""
         out: list[tuple[int, int, str, Event]] = []
         state = self._seen.get(key, _UNKNOWN if replay else None)
         now = _state(entry) if entry is not None else None
         for record in sorted(records, key=lambda r: (r.revision, r.position)):
-            if record.type == "put":
-                if now is not None and record.revision == now[1] and state not in (None, _UNKNOWN):
-                    if state[1] != now[1]:  # re-created: its delete was not logged (a session expired)
-                        out.append((record.revision, -1, key, Event("delete", key, None, record.revision)))
-                out.append((record.revision, record.position, key, Event("put", key, record.value, record.revision)))
-                created = now[1] if now is not None and record.revision == now[1] else (
-                    record.revision if state is None else state[1]
-                )  # fmt: skip
-                state = (record.revision, created)
-            elif state is not None:
-                out.append((record.revision, record.position, key, Event("delete", key, None, record.revision)))
+            if record.type == "delete":
+                if state is not None:
+                    out.append((record.revision, record.position, key, Event("delete", key, None, record.revision)))
                 state = None
+                continue
+            creates_now = now is not None and record.revision == now[1]
+            if creates_now and state is not None and state != _UNKNOWN and state[1] != record.revision:
+                # The key was re-created here, so it was deleted before without a record (a session ended).
+                out.append((record.revision, -1, key, Event("delete", key, None, record.revision)))
+            out.append((record.revision, record.position, key, Event("put", key, record.value, record.revision)))
+            created = record.revision if creates_now or state is None or state == _UNKNOWN else state[1]
+            state = (record.revision, created)
         if now is None:
-            if state is not None and (state != _UNKNOWN or records):
-                out.append((index, _LAST, key, Event("delete", key, None, index)))
             self._seen.pop(key, None)
+            if state is not None and (state != _UNKNOWN or records):
+                out.append((index, _LAST, key, Event("delete", key, None, index)))  # deleted without a record
             return out
-        if state is None or state[0] != now[0]:
-            if now[0] > self._index:
-                if state not in (None, _UNKNOWN) and state[1] != now[1]:
-                    out.append((now[1], -1, key, Event("delete", key, None, now[1])))
-                assert entry is not None
-                out.append((now[0], _LAST, key, Event("put", key, decode(entry.get("Value")), now[0])))
         self._seen[key] = now
+        if (state is None or state[0] != now[0]) and now[0] > self._index:  # written without a record
+            if state is not None and state != _UNKNOWN and state[1] != now[1]:
+                out.append((now[1], -1, key, Event("delete", key, None, now[1])))
+            assert entry is not None
+            out.append((now[0], _LAST, key, Event("put", key, decode(entry.get("Value")), now[0])))
         return out
 
     def _records(self) -> list[Record]:
