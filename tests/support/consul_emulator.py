@@ -658,6 +658,13 @@ class Emulator(ThreadingHTTPServer):
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a cut connection, a timeout) is no error of the emulator's."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
+            super().handle_error(request, client_address)
+
     @property
     def port(self) -> int:
         return int(self.server_address[1])

@@ -69,6 +69,7 @@ class ConsulWatch:
         self._path = "/v1/kv/" + (layout.tree(key) if tree else layout.data(key))
         self._seen: dict[str, tuple[int, int]] = {}
         self._index = 0
+        self._reset = False  # the index went backwards: the next answer re-syncs from the state alone
         self.closed = False
 
     def start(self, start_revision: int | None) -> None:
@@ -98,9 +99,9 @@ class ConsulWatch:
             try:
                 index, current = self._read(self._index)
                 if index < self._index:
-                    self._index = 0  # went backwards (a snapshot restored, say): start over, diffing
+                    self._index, self._reset = 0, True  # went backwards (a snapshot restored, say): re-sync
                     continue
-                self._merge(index, current, replay=False)
+                self._merge(index, current)
                 failing_since = None
             except Exception as exc:  # whatever it is must not end the watch silently
                 if self.closed:
@@ -126,17 +127,23 @@ class ConsulWatch:
 
     # -- what changed ---------------------------------------------------------------------
 
-    def _merge(self, index: int, current: dict[str, dict[str, Any]], *, replay: bool) -> None:
-        """Deliver what changed up to ``index``, the logged events first, then what only the state tells."""
+    def _merge(self, index: int, current: dict[str, dict[str, Any]], *, replay: bool = False) -> None:
+        """Deliver what changed up to ``index``: the logged events first, then what only the state tells.
+
+        Any answer whose index moved may hide writes that left no trace in
+        the state (a key put and deleted in between), so the log is read for
+        those too; after a reset (the index went backwards) the log's old
+        records say nothing reliable, and the state alone re-syncs.
+        """
         changed = {key for key, entry in current.items() if self._seen.get(key) != _state(entry)}
         changed |= self._seen.keys() - current.keys()
-        if not changed and not replay:
-            self._index = index
+        if not changed and index <= self._index and not replay:
             return
         records: dict[str, list[Record]] = {}
-        for record in self._records():
-            if self._index < record.revision <= index and (replay or record.key in changed):
-                records.setdefault(record.key, []).append(record)
+        if not self._reset:
+            for record in self._records():
+                if self._index < record.revision <= index:
+                    records.setdefault(record.key, []).append(record)
         events: list[tuple[int, int, str, Event]] = []
         for key in sorted(changed | records.keys()):
             events += self._key_events(key, records.get(key, []), current.get(key), index, replay)
@@ -144,7 +151,7 @@ class ConsulWatch:
             if not self.closed:
                 self._feed.emit(event)
                 self._feed.revision = max(self._feed.revision, revision)
-        self._index = index
+        self._index, self._reset = index, False
 
     def _key_events(
         self, key: str, records: list[Record], entry: dict[str, Any] | None, index: int, replay: bool
