@@ -213,6 +213,11 @@ def test_an_acl_token_is_required_and_never_shown(emulator: Any, monkeypatch: An
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", SECRET)
     with coord.connect(url(server)) as store:
         assert store.get("k").value == b"v"
+    port = server.port
+    server.stop()
+    with pytest.raises(coord.StoreUnavailable) as down:
+        coord.connect(f"consul://127.0.0.1:{port}?token={SECRET}&timeout=1")
+    assert SECRET not in str(down.value) and SECRET not in repr(down.value)
 
 
 def test_tls_with_the_servers_ca_and_a_client_certificate(emulator: Any, tmp_path: Path) -> None:
