@@ -156,7 +156,7 @@ class State:
         """Append what a write changed to the journal (lock held, before the answer): a kill loses nothing answered."""
         if self.data_dir is None:
             return
-        record = {"indexes": (self.index, self.kv_index, self.session_index)}
+        record: dict[str, Any] = {"indexes": (self.index, self.kv_index, self.session_index)}
         record.update(kvs=kvs, tombstones=tombstones, sessions=sessions)
         self._journal_records += 1
         if self._journal_records >= self._COMPACT:
