@@ -18,7 +18,8 @@ serves, on 127.0.0.1, what coord uses of the API:
 - ``/v1/txn``: the KV verbs (set, cas, lock, unlock, get, get-or-empty,
   get-tree, check-index, check-session, check-not-exists, delete,
   delete-tree, delete-cas), all or nothing, 200 or 409 with ``Errors``; at
-  most 128 operations; the body and value size limits.
+  most 64 operations (as before Consul 1.16; later releases take 128); the
+  body and value size limits.
 - ``/v1/session/create|renew|destroy|info|list``: ``TTL`` between the
   minimum (``--min-session-ttl``, Consul's ``session_ttl_min``, default 10s)
   and 24h; a session not renewed is invalidated ``--ttl-factor`` times its
@@ -60,7 +61,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_TTL = 86400.0
-MAX_TXN_OPS = 128
+MAX_TXN_OPS = 64  # agent/txn_endpoint.go's maxTxnOps (recent releases take 128)
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _WRITE_VERBS = {"set", "cas", "lock", "unlock", "delete", "delete-tree", "delete-cas"}
 

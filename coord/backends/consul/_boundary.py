@@ -140,6 +140,10 @@ class Boundary:
             raise Transient(f"{self.describe()} answered {answer.code}: {answer.body[:200]}")
         if answer.code == 500 and any(text in answer.body for text in _TRANSIENT_500):
             raise Transient(f"{self.describe()} answered {answer.code}: {answer.body[:200]}")
+        if answer.code == 413 and "too many operations" in answer.body:
+            raise ValueError(
+                f"Consul takes fewer operations in one transaction ({answer.body[:200]}); a put costs 2 or 3"
+            )
         if answer.code == 413:
             raise ValueError(
                 f"{self.describe()} refused a request this large ({answer.body[:200]}): raise the agent's "

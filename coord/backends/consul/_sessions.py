@@ -26,9 +26,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
 
 from ..._clock import Clock
+from ..._errors import CoordError
 from ._boundary import BACKEND, Answer, Boundary
 
 __all__ = ["MAX_SESSION_TTL", "Sessions", "session_ttl"]
@@ -116,10 +116,5 @@ class Sessions:
             return current[0]
 
 
-def _refused(what: str, answer: Answer) -> Exception:
-    from ..._errors import CoordError
-
+def _refused(what: str, answer: Answer) -> CoordError:
     return CoordError(f"Consul refused {what}: {answer.code} {answer.body[:200]}", backend=BACKEND)
-
-
-Callback = Callable[[str], None]

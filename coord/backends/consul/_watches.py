@@ -88,8 +88,9 @@ class ConsulWatch:
         threading.Thread(target=self._follow, name="coord-consul-watch", daemon=True).start()
 
     def close(self) -> None:
+        """Stop: the thread ends when its poll returns (within ``watch_wait``), its connection then dropped."""
         self.closed = True
-        self._consul.shut = True
+        self._consul.close()
 
     # -- the thread ---------------------------------------------------------------------
 
