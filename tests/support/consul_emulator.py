@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import json
 import os
@@ -53,6 +54,7 @@ import random
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -96,6 +98,98 @@ def go_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+class Table:
+    """A dict with its keys kept sorted, for prefix scans in O(log n + k) (Consul's radix tree)."""
+
+    def __init__(self, items: dict[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = dict(items or {})
+        self._keys = sorted(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self._data:
+            bisect.insort(self._keys, key)
+        self._data[key] = value
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        if key not in self._data:
+            return default
+        del self._keys[bisect.bisect_left(self._keys, key)]
+        return self._data.pop(key)
+
+    def prefix(self, prefix: str) -> list[str]:
+        start = bisect.bisect_left(self._keys, prefix)
+        end = bisect.bisect_left(self._keys, prefix + "\U0010ffff\U0010ffff") if prefix else len(self._keys)
+        return self._keys[start:end]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._data.items())
+
+    def plain(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Overlay:
+    """A transaction's view of a Table: its writes kept apart until ``commit``."""
+
+    def __init__(self, base: Table) -> None:
+        self.base = base
+        self.changes: dict[str, Any] = {}  # key -> value, or _GONE
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.changes[key] if key in self.changes else self.base.get(key, _GONE)
+        return default if value is _GONE else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _GONE) is not _GONE
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.changes[key] = value
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            return default
+        self.changes[key] = _GONE
+        return value
+
+    def prefix(self, prefix: str) -> list[str]:
+        keys = set(self.base.prefix(prefix)) | {k for k in self.changes if k.startswith(prefix)}
+        return sorted(k for k in keys if k in self)
+
+    def commit(self) -> dict[str, Any]:
+        """Apply the writes to the Table; what changed (None: deleted)."""
+        done: dict[str, Any] = {}
+        for key, value in self.changes.items():
+            if value is _GONE:
+                if self.base.pop(key, _GONE) is not _GONE:
+                    done[key] = None
+            elif self.base.get(key) is not value:
+                self.base[key] = value
+                done[key] = value
+        return done
+
+
+_GONE = object()
+
+
 class State:
     """The data of one emulated datacenter, guarded by ``cond`` (whose notify wakes blocking queries)."""
 
@@ -104,8 +198,8 @@ class State:
         self.data_dir = data_dir
         self.index = 1
         self.kv_index = 0
-        self.kvs: dict[str, dict[str, Any]] = {}
-        self.tombstones: dict[str, int] = {}
+        self.kvs = Table()
+        self.tombstones = Table()
         self.sessions: dict[str, dict[str, Any]] = {}
         self.session_index = 0
         self.deadlines: dict[str, float] = {}
@@ -130,7 +224,7 @@ class State:
             with open(self._path("snapshot"), "rb") as file:
                 saved = pickle.load(file)
             for name in self._SAVED:
-                setattr(self, name, saved[name])
+                setattr(self, name, Table(saved[name]) if name in ("kvs", "tombstones") else saved[name])
         if os.path.exists(self._path("journal")):
             with open(self._path("journal"), "rb") as file:
                 while True:
@@ -161,10 +255,13 @@ class State:
         record.update(kvs=kvs, tombstones=tombstones, sessions=sessions)
         self._journal_records += 1
         if self._journal_records >= self._COMPACT:
-            for key in sorted(self.tombstones, key=self.tombstones.__getitem__)[: max(0, len(self.tombstones) - 5000)]:
-                del self.tombstones[key]  # Consul reaps tombstones too (tombstone_ttl)
+            oldest = sorted(self.tombstones.items(), key=lambda item: item[1])
+            for key, _ in oldest[: max(0, len(oldest) - 5000)]:
+                self.tombstones.pop(key)  # Consul reaps tombstones too (tombstone_ttl)
+            saved = {name: getattr(self, name) for name in self._SAVED}
+            saved.update(kvs=self.kvs.plain(), tombstones=self.tombstones.plain())
             with open(self._path("snapshot.new"), "wb") as file:
-                pickle.dump({name: getattr(self, name) for name in self._SAVED}, file)
+                pickle.dump(saved, file)
             os.replace(self._path("snapshot.new"), self._path("snapshot"))
             open(self._path("journal"), "wb").close()
             self._journal_records = 0
@@ -182,17 +279,19 @@ class State:
         return max(1, self.kv_index)
 
     def prefix_index(self, prefix: str) -> int:
-        found = [e["ModifyIndex"] for k, e in self.kvs.items() if k.startswith(prefix)]
-        found += [i for k, i in self.tombstones.items() if k.startswith(prefix)]
-        return max(found) if found and prefix else self.kv_max()
+        if not prefix:
+            return self.kv_max()
+        found = [self.kvs[k]["ModifyIndex"] for k in self.kvs.prefix(prefix)]
+        found += [self.tombstones[k] for k in self.tombstones.prefix(prefix)]
+        return max(found) if found else self.kv_max()
 
     def listing(self, prefix: str) -> list[dict[str, Any]]:
-        return [self.kvs[k] for k in sorted(self.kvs) if k.startswith(prefix)]
+        return [self.kvs[k] for k in self.kvs.prefix(prefix)]
 
     # -- KV writes (at index ``idx``, on ``kvs``: the live dict or a transaction's copy) --------------
 
     @staticmethod
-    def _set(kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any], update_session: bool) -> dict[str, Any]:
+    def _set(kvs: Any, idx: int, entry: dict[str, Any], update_session: bool) -> dict[str, Any]:
         existing = kvs.get(entry["Key"])
         entry["CreateIndex"] = existing["CreateIndex"] if existing else idx
         if not update_session:
@@ -204,9 +303,10 @@ class State:
         entry["ModifyIndex"] = existing["ModifyIndex"] if same and existing else idx
         if not same:
             kvs[entry["Key"]] = entry
-        return kvs[entry["Key"]]
+        stored: dict[str, Any] = kvs[entry["Key"]]
+        return stored
 
-    def _lock(self, kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def _lock(self, kvs: Any, idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
         session = entry.get("Session") or ""
         if not session:
             raise ValueError("missing session")
@@ -222,7 +322,7 @@ class State:
         return self._set(kvs, idx, entry, True)
 
     @staticmethod
-    def _unlock(kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def _unlock(kvs: Any, idx: int, entry: dict[str, Any]) -> dict[str, Any] | None:
         if not entry.get("Session"):
             raise ValueError("missing session")
         existing = kvs.get(entry["Key"])
@@ -232,14 +332,14 @@ class State:
         entry["LockIndex"] = existing["LockIndex"]
         return State._set(kvs, idx, entry, True)
 
-    def _cas(self, kvs: dict[str, dict[str, Any]], idx: int, entry: dict[str, Any], cas: int) -> dict[str, Any] | None:
+    def _cas(self, kvs: Any, idx: int, entry: dict[str, Any], cas: int) -> dict[str, Any] | None:
         existing = kvs.get(entry["Key"])
         if (cas == 0 and existing is not None) or (cas != 0 and (existing is None or existing["ModifyIndex"] != cas)):
             return None
         return self._set(kvs, idx, entry, False)
 
     @staticmethod
-    def _delete(kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, key: str) -> None:
+    def _delete(kvs: Any, stones: Any, idx: int, key: str) -> None:
         if kvs.pop(key, None) is not None:
             stones[key] = idx
 
@@ -252,7 +352,7 @@ class State:
         """Run ``ops`` all or nothing: (index, results or None, errors)."""
         writes = any(op.get("KV", {}).get("Verb") in _WRITE_VERBS for op in ops)
         idx = self.index + 1
-        kvs, stones = dict(self.kvs), dict(self.tombstones)
+        kvs, stones = Overlay(self.kvs), Overlay(self.tombstones)
         results: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for n, op in enumerate(ops):
@@ -264,17 +364,14 @@ class State:
             return self.index, None, errors
         if writes:
             self.index = idx
-            changed = {k: kvs.get(k) for k in kvs.keys() | self.kvs.keys() if kvs.get(k) is not self.kvs.get(k)}
-            buried = {k: i for k, i in stones.items() if self.tombstones.get(k) != i}
+            changed, buried = kvs.commit(), stones.commit()
             if changed or buried:
-                self.kvs, self.tombstones, self.kv_index = kvs, stones, idx
+                self.kv_index = idx
                 self.cond.notify_all()
             self.save(changed, buried, {})
         return self.index, results, []
 
-    def _txn_op(
-        self, kvs: dict[str, dict[str, Any]], stones: dict[str, int], idx: int, op: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    def _txn_op(self, kvs: Any, stones: Any, idx: int, op: dict[str, Any]) -> list[dict[str, Any]]:
         if "KV" not in op:
             raise ValueError("no operation specified")
         kv = op["KV"]
@@ -309,7 +406,7 @@ class State:
                 return [{"KV": _render({**entry, "Value": None, "CreateIndex": 0, "ModifyIndex": 0, "LockIndex": 0})}]
             return [{"KV": _render(found)}]
         elif verb == "get-tree":
-            return [{"KV": _render(kvs[k])} for k in sorted(kvs) if k.startswith(key)]
+            return [{"KV": _render(kvs[k])} for k in kvs.prefix(key)]
         elif verb == "check-index":
             found = kvs.get(key)
             if found is None:
@@ -333,7 +430,7 @@ class State:
         elif verb == "delete":
             self._delete(kvs, stones, idx, key)
         elif verb == "delete-tree":
-            for k in [k for k in kvs if k.startswith(key)]:
+            for k in kvs.prefix(key):
                 self._delete(kvs, stones, idx, k)
         elif verb == "delete-cas":
             existing = kvs.get(key)
@@ -697,8 +794,6 @@ class Emulator(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away (a cut connection, a timeout) is no error of the emulator's."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
             super().handle_error(request, client_address)
 
@@ -742,6 +837,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-ca")
     parser.add_argument("--data-dir", help="keep the data here across a kill and restart (else in memory only)")
     args = parser.parse_args(argv)
+    # One Python process stands for Consul's many goroutines: hand the GIL over sooner than every 5 ms, so a
+    # woken blocking query is not kept waiting behind another request.
+    sys.setswitchinterval(0.0005)
     tls = tls_context(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     server = Emulator(
         args.port,
