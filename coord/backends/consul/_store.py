@@ -169,12 +169,14 @@ class ConsulStore(Store):
 
         log = self._sessions.log_session()
         for _ in range(_RESENDS):
-            answer = self._txn(body(log))
+            retried = [False]
+            answer = self._txn(body(log), retried)
             if answer.code == 200:
                 return True
             errors = (answer.json() or {}).get("Errors") or []
             if any(error.get("OpIndex") == 0 for error in errors):
-                return False  # the get failed: nothing to delete (or a lost reply: it is deleted)
+                # The key is not there: absent before, or deleted by an earlier attempt whose reply was lost.
+                return retried[0]
             log = self._sessions.log_session(replace=log)
         raise CoordError("Consul kept refusing the delete's log record", backend=BACKEND)
 
