@@ -105,7 +105,7 @@ class ConsulStore(Store):
         self._feeds: dict[WatchFeed, ConsulWatch] = {}
         self._feeds_lock = threading.Lock()
         try:
-            self._exists("\0")  # is anyone there, and does it let us in?
+            self._request("GET", "/v1/kv/" + self._layout.data(""))  # is anyone there, and does it let us in?
         except CoordError:
             self._consul.close()
             raise
