@@ -6,9 +6,10 @@ renewal that was *sent* before the previous deadline: a server counts its ttl
 from when it received that renewal, so the client's deadline is never later
 than the server's. ``hold`` is the ttl, except on a backend whose server may
 expire a lease before its ttl has passed since the last renewal (Consul:
-see ``Store._lease_hold``), where it is the least time the server keeps it. Once that deadline passes the lease is lost for good, even
-if a late renewal would still have reached the server: a holder must stop
-acting on a lease before the store can hand its keys to someone else.
+see ``Store._lease_hold``), where it is the least time the server keeps it.
+Once that deadline passes the lease is lost for good, even if a late renewal
+would still have reached the server: a holder must stop acting on a lease
+before the store can hand its keys to someone else.
 
 The keeper runs on three lanes of the Store's clock: renewals on one, the
 deadlines on another (so a renewal stuck on a dead connection never delays
@@ -22,11 +23,12 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._clock import Clock, Timer
 from ._errors import CoordError
+from ._metrics import count, record
 
 __all__ = ["Lease", "LeaseKeeper"]
 
@@ -155,10 +157,17 @@ class LeaseKeeper:
     Store's, which translates their errors.
     """
 
-    def __init__(self, clock: Clock, renew: Callable[[Lease], bool], revoke: Callable[[Lease], None]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        renew: Callable[[Lease], bool],
+        revoke: Callable[[Lease], None],
+        labels: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
         self._clock = clock
         self._renew = renew
         self._revoke = revoke
+        self._labels = labels  # the metrics' attributes (the backend)
         self.lock = threading.Lock()  # guards the records and every lease's callbacks
         self._leases: dict[Lease, _Kept] = {}
         self._closed = False
@@ -211,6 +220,7 @@ class LeaseKeeper:
             self._leases.pop(lease, None)
             lease.lost.set()
             callbacks, lease._callbacks = lease._callbacks, []
+        count("coord.lease.lost", self._labels())
         self.dispatch(lease, callbacks)
 
     def dispatch(self, lease: Lease, callbacks: list[Callable[[Lease], Any]]) -> None:
@@ -260,14 +270,19 @@ class LeaseKeeper:
         if not exists:
             self.mark_lost(lease)
             return
+        answered = self._clock.now()
         with self.lock:
             kept = self._leases.get(lease)
             if kept is None:
                 return  # revoked or lost meanwhile
+            margin = kept.deadline - answered
             # Only a renewal sent before the deadline extends it: see the module docstring.
             if sent < kept.deadline:
                 kept.deadline = sent + kept.hold
             self._schedule(lease, kept, sent + kept.hold / 3)
+        labels = self._labels()
+        record("coord.lease.renewal.duration", answered - sent, labels)
+        record("coord.lease.renewal.margin", margin, labels)
 
 
 def _call(callback: Callable[[Lease], Any], lease: Lease) -> None:

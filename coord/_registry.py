@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError
@@ -85,6 +84,8 @@ def find(scheme: str) -> Backend:
     for backend in BACKENDS:
         if scheme in backend.schemes:
             return backend
+    from importlib.metadata import entry_points  # here: only an unknown scheme needs it, and it is slow to import
+
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == scheme:
             return Backend(scheme, (scheme,), point.value)

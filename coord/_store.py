@@ -54,7 +54,7 @@ class Store(abc.ABC):
         self._closed = False
         self._closed_why = "the store is closed"
         self._close_lock = threading.Lock()
-        self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke)
+        self._keeper = LeaseKeeper(self.clock, self._renew, self._revoke, lambda: {"coord.backend": self.backend})
         _open_stores.add(self)
         self._watches: set[WatchFeed] = set()
         self._watches_lock = threading.Lock()

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ._errors import CoordError, StoreClosed
+from ._metrics import count
 from ._types import Event
 
 __all__ = ["Watch", "WatchFeed"]
@@ -30,6 +31,8 @@ class WatchFeed:
         self._map_key = map_key
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = threading.Event()
+        #: Called, from the backend's thread, after each item is queued (``coord.aio`` wakes its loop so).
+        self.notify: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -43,18 +46,28 @@ class WatchFeed:
         if key != event.key:
             event = Event(event.type, key, event.value, event.revision)
         self.revision = max(self.revision, event.revision)
-        self._queue.put(event)
+        self._put(event)
+
+    def resynced(self) -> None:
+        """Say that this watch fell behind the history the backend keeps and re-synced (a metric counts it)."""
+        count("coord.watch.resyncs", {"coord.backend": self.backend})
 
     def fail(self, error: CoordError) -> None:
         """End the stream with ``error``: the reader's next ``get`` raises it."""
-        self._queue.put(error)
+        self._put(error)
+
+    def _put(self, item: object) -> None:
+        self._queue.put(item)
+        notify = self.notify
+        if notify is not None:
+            notify()
 
     def _close(self) -> bool:
         """Stop delivering and wake a blocked reader; False if it was already closed."""
         if self._closed.is_set():
             return False
         self._closed.set()
-        self._queue.put(_CLOSED)
+        self._put(_CLOSED)
         return True
 
 
@@ -109,6 +122,10 @@ class Watch:
     def _ready(self) -> bool:
         """Whether ``get`` would return at once."""
         return not self._feed._queue.empty()
+
+    def _on_ready(self, notify: Callable[[], None] | None) -> None:
+        """Have ``notify()`` called (from the backend's thread) whenever an item arrives; ``None`` to stop."""
+        self._feed.notify = notify
 
     def __iter__(self) -> Iterator[Event]:
         return self

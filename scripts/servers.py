@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start, stop and restart the real servers coord's tests use, on 127.0.0.1.
 
-    python scripts/servers.py install         # apt-get install what is missing
+    python scripts/servers.py install         # apt-get install what is missing (and faketime)
     python scripts/servers.py start [NAME...] # start (all by default), wait until each answers
     python scripts/servers.py env             # print the COORD_TEST_* exports for a shell to eval
     python scripts/servers.py stop [NAME...]  # stop by PID
@@ -228,9 +228,15 @@ CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd"
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
 
 
+#: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
+#: shifted wall clock (the sqlite clock-step tests).
+TOOLS = {"faketime": "faketime"}
+
+
 def install(names: list[str]) -> None:
-    """apt-get install the packages of the servers whose program is missing."""
+    """apt-get install the packages of the servers whose program is missing, and the test tools."""
     missing = sorted({pkg for name in names if not _installed(SERVERS[name]) for pkg in SERVERS[name].packages})
+    missing += sorted(package for program, package in TOOLS.items() if not shutil.which(program))
     if not missing:
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]

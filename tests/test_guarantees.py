@@ -182,7 +182,11 @@ def test_release_on_exit_can_be_turned_off(process_url: str) -> None:
     try:
         child.signal(signal.SIGTERM)
         assert child.wait(10) == -signal.SIGTERM
-        assert gone_within(watch, 2.0) is None, "without release_on_exit the session waits for its ttl"
+        took = gone_within(watch, 2.0)
+        if process_url.startswith("sqlite:"):  # the kernel tells at once that a session's owner died (flock)
+            assert took is not None, "on sqlite a process that ends releases its sessions at once, whatever it says"
+        else:
+            assert took is None, "without release_on_exit the session waits for its ttl"
     finally:
         watch.close()
         child.close()

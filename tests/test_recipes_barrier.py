@@ -117,9 +117,12 @@ def test_double_barrier_parties_leave_once_a_crashed_party_expires(process_url: 
     killed_at = crashed.kill()
     for child in rest:
         child.send("leave")
-    # The crashed party's ticket lives until its lease expires (at least 2/3 of the ttl after the kill).
-    assert rest[0].quiet("LEFT", 0.5), "nobody leaves before every party has left or expired"
+    # The crashed party's ticket lives until its lease expires (at least 2/3 of the ttl after the kill),
+    # except on sqlite, where the kernel tells at once that its owner died.
+    sqlite = process_url.startswith("sqlite:")  # there the kernel tells at once that a party's owner died
+    if not sqlite:
+        assert rest[0].quiet("LEFT", 0.5), "nobody leaves before every party has left or expired"
     left = [float(child.expect("LEFT", EXPIRY_BOUND + 10)[1]) for child in rest]
-    assert max(left) - killed_at < EXPIRY_BOUND
+    assert max(left) - killed_at < (2.0 if sqlite else EXPIRY_BOUND)
     with coord.connect(process_url) as store:
         assert tickets(store, "double-barrier/d") == []

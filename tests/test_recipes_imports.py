@@ -4,7 +4,8 @@
 - ``coord/backends/<name>`` imports the contract and its own modules only;
 - ``coord/recipes/`` and the programs in ``recipes/`` use the contract only:
   no backend and no client library, so each recipe works on every backend;
-- ``coord/testing/`` imports no backend.
+- ``coord/testing/`` imports no backend;
+- ``coord/aio/`` (the asyncio API) stands on the contract and the recipes, whose protocols it drives.
 
 The rules name folders, not modules: a new module is checked as soon as it exists.
 """
@@ -53,7 +54,7 @@ def imported(path: Path, name: str | None = None) -> set[str]:
 def layer(name: str) -> str:
     """The layer of a module of coord: ``contract``, ``backends/<name>``, ``recipes``, ``testing`` or ``api``."""
     parts = name.split(".")
-    if parts == ["coord"]:
+    if parts in (["coord"], ["coord", "__main__"]):  # the package's entry points: its API, `python -m coord`
         return "api"
     if len(parts) == 2 and parts[1].startswith("_"):
         return "contract"
@@ -82,6 +83,8 @@ ALLOWED = {
     "testing": {"contract", "testing", "recipes", "api"},
     "backends": {"contract"},
     "bench": {"api", "contract", "recipes", "testing", "bench"},
+    "aio": {"contract", "recipes", "aio"},
+    "cli": {"api", "contract", "recipes", "testing", "bench", "cli"},
 }
 
 

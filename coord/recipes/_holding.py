@@ -17,6 +17,7 @@ A holder holds through a key bound to a lease, one holding at a time:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -26,11 +27,12 @@ from .._lease import Lease
 from .._store import Store
 from ._guard import guard
 
-__all__ = ["Holding"]
+__all__ = ["Holder", "Holding"]
 
 log = logging.getLogger("coord.recipes")
 
 OwnerT = TypeVar("OwnerT")
+HolderT = TypeVar("HolderT", bound="Holder")
 
 
 class _Lost(threading.Event):
@@ -99,12 +101,18 @@ class Holding(Generic[OwnerT]):
     def lost(self) -> threading.Event:
         return self._lost
 
-    def on_lost(self, callback: Callable[[OwnerT], Any]) -> None:
+    def on_lost(self, callback: Callable[[OwnerT], Any]) -> Callable[[], None]:
+        """Add ``callback``; returns a function that removes it."""
         with self._lock:
             self._callbacks.append(callback)
             late = self._reported is not None and self._reported is self._lost
         if late:  # the current holding was lost before this callback came: tell it too
             callback(self._owner)
+        return lambda: self._forget(callback)
+
+    def _forget(self, callback: Callable[[OwnerT], Any]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
 
     def _gone(self, lost: _Lost, store: Store) -> None:
         """The guard found the key gone: this holding is over (told on the callbacks lane)."""
@@ -128,3 +136,27 @@ class Holding(Generic[OwnerT]):
                 callback(self._owner)
             except Exception:  # one callback's bug must not keep the others from the news
                 log.exception("on_lost callback %r failed", callback)
+
+
+class Holder:
+    """The half of the holding protocol every holder shares, read from its ``_holding``.
+
+    A holder says itself what ``held`` and ``lease`` are for it (``holding``,
+    ``is_leader``, ``registered``).
+    """
+
+    _holding: Holding[Any]
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current (or last) holding: strictly higher for every later holder."""
+        return self._holding.token
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the current (or last) holding is lost (never by letting go); each holding has a new one."""
+        return self._holding.lost
+
+    def on_lost(self: HolderT, callback: Callable[[HolderT], Any]) -> None:
+        """Call ``callback(self)`` each time a holding of this object is lost (on the Store's callbacks thread)."""
+        self._holding.on_lost(callback)

@@ -40,6 +40,7 @@ from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
 from ._release import withdraw
+from ._steps import Steps, call
 from ._waits import TicketLost, wait_any_deleted, wait_changed
 
 __all__ = ["Hold", "TicketLost", "enqueue", "join", "name_segment", "resolve", "wait_turn"]
@@ -99,10 +100,11 @@ def _enqueue(store: Store, key: str, prefix: str, value: bytes, lease: Lease) ->
 class Hold:
     """A ticket that holds: its lease and its key as the store last confirmed them."""
 
-    def __init__(self, store: Store, lease: Lease, pair: KVPair) -> None:
+    def __init__(self, store: Store, lease: Lease, pair: KVPair, woke: float | None = None) -> None:
         self.store = store
         self.lease = lease
         self.pair = pair
+        self.woke = woke  # when (store clock) its wait last ended because someone ahead left; None: no wait
         self.released = False
         self.gone = False  # its ticket was found gone while its lease lived
 
@@ -133,7 +135,7 @@ def join(
     lease: Lease | None,
     limit: int,
     timeout: float | None,
-) -> Hold | None:
+) -> Steps[Hold | None]:
     """Queue under ``prefix`` until among the first ``limit``; ``None`` if ``timeout`` passed first.
 
     The ticket is bound to ``lease``, or to the Store's session of ``ttl``.
@@ -143,23 +145,23 @@ def join(
     clock = store.clock
     deadline = None if timeout is None else clock.now() + max(0.0, timeout)
     while True:
-        holder = store.session(ttl) if lease is None else lease
+        holder = (yield from call(store.session, ttl)) if lease is None else lease
         mine: KVPair | None = None
         try:
-            mine, queue = enqueue(store, prefix, value, holder)
-            mine = wait_turn(store, prefix, mine, holder, limit, deadline, queue)
+            mine, queue = yield from call(enqueue, store, prefix, value, holder)
+            mine, woke = yield from wait_turn(store, prefix, mine, holder, limit, deadline, queue)
             if holder.alive:
-                return Hold(store, holder, mine)
+                return Hold(store, holder, mine, woke)
             reason = "its lease was lost as its turn came"
         except TicketLost as exc:
             reason = str(exc)
         except TimeoutError:
-            _leave(store, mine, holder)
+            yield from _leave(store, mine, holder)
             return None
         except BaseException:
-            _leave(store, mine, holder)
+            yield from _leave(store, mine, holder)
             raise
-        _leave(store, mine, holder)
+        yield from _leave(store, mine, holder)
         if lease is not None:
             raise LeaseExpired(f"the lease given to wait under {prefix} was lost: {reason}", key=prefix)
         log.info("queueing again under %s: %s", prefix, reason)
@@ -167,9 +169,9 @@ def join(
             return None
 
 
-def _leave(store: Store, mine: KVPair | None, lease: Lease) -> None:
+def _leave(store: Store, mine: KVPair | None, lease: Lease) -> Steps[None]:
     if mine is not None:
-        withdraw(store, mine.key, lease)
+        yield from call(withdraw, store, mine.key, lease)
 
 
 def wait_turn(
@@ -180,17 +182,21 @@ def wait_turn(
     limit: int,
     deadline: float | None,
     queue: list[KVPair] | None = None,
-) -> KVPair:
+) -> Steps[tuple[KVPair, float | None]]:
     """Block until ``mine`` is among the first ``limit`` tickets under ``prefix``; return it as it now is.
 
-    ``queue`` is the list of tickets read with ``mine``'s creation, if any
-    (it saves the first list). Raises ``TimeoutError`` at ``deadline`` and
-    ``TicketLost`` if the ticket vanished. Every wake-up is logged at DEBUG
-    on ``coord.recipes`` with the waiter's key in ``record.coord_waiter``, so
-    tests can count them.
+    Also returns when (store clock) its last wait ended, ``None`` if it did
+    not wait. ``queue`` is the list of tickets read with ``mine``'s creation,
+    if any (it saves the first list). Raises ``TimeoutError`` at ``deadline``
+    and ``TicketLost`` if the ticket vanished. Every wake-up is logged at
+    DEBUG on ``coord.recipes`` with the waiter's key in
+    ``record.coord_waiter``, so tests can count them.
     """
+    woke: float | None = None
     while True:
-        tickets = sorted(store.list(prefix) if queue is None else queue, key=lambda pair: pair.created)
+        if queue is None:
+            queue = yield from call(store.list, prefix)
+        tickets = sorted(queue, key=lambda pair: pair.created)
         queue = None
         me = next((pair for pair in tickets if pair.key == mine.key), None)
         if me is None:
@@ -200,14 +206,29 @@ def wait_turn(
             # A later contender may have listed us while we still waited, and be watching us for
             # that: tell it we moved up. One created after this list sees us holding already.
             behind = len(tickets) > len(ahead) + 1
-            return _touch(store, me, lease) if limit > 1 and behind else me
+            return ((yield from call(_touch, store, me, lease)) if limit > 1 and behind else me), woke
         if deadline is not None and store.clock.now() >= deadline:
             raise TimeoutError
         if limit > 1 and len(ahead) == limit:
-            reason = wait_any_deleted(store, prefix, ahead, lease, deadline)
+            reason = yield from wait_any_deleted(store, prefix, ahead, lease, deadline)
         else:
-            reason = wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
+            reason = yield from wait_changed(store, ahead[-1], lease, deadline, wake_on_put=limit > 1)
+        woke = store.clock.now()
         log.debug("waiter %s woke: %s", mine.key, reason, extra={"coord_waiter": mine.key})
+        if limit == 1:
+            # No ticket can get ahead of ours, so after the predecessor's delete only the tickets that were
+            # ahead need a look: none at all if it was the only one (the usual handoff), else one read each.
+            queue = [me, *(yield from call(_still_there, store, ahead[:-1]))]
+
+
+def _still_there(store: Store, tickets: list[KVPair]) -> list[KVPair]:
+    """Those of ``tickets`` that still exist, read in one transaction (none to read: no round trip)."""
+    if not tickets:
+        return []
+    txn = store.transaction()
+    for pair in tickets:
+        txn.get(pair.key)
+    return [pair for pair in txn.commit() if pair is not None]
 
 
 def _touch(store: Store, me: KVPair, lease: Lease) -> KVPair:

@@ -5,11 +5,13 @@ happens. It also wakes on a timer (at its lease's deadline, which is about
 once a ttl while the lease is renewed, or every ``recheck_every`` seconds)
 and then looks at the store itself: an event a backend's watch failed to
 deliver (lost in a re-sync, say) delays a waiter by one such period, never
-for ever.
+for ever. Each wait is a protocol of steps (``_steps``), run by the
+threaded API and by ``coord.aio`` alike.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from .._errors import CoordError, KeyNotFound, StoreClosed
@@ -17,6 +19,7 @@ from .._lease import Lease
 from .._store import Store
 from .._types import Event, KVPair
 from .._watch import Watch
+from ._steps import Steps, call, wait
 
 __all__ = ["TicketLost", "next_batch", "next_event", "wait_any_deleted", "wait_changed", "wait_deleted"]
 
@@ -35,7 +38,7 @@ def next_event(
     store: Store,
     recheck: Callable[[], Event | None] | None = None,
     recheck_every: float | None = None,
-) -> Event:
+) -> Steps[Event]:
     """The watch's next event; ``TicketLost`` once ``lease`` is lost, ``TimeoutError`` at ``deadline``.
 
     A lease is lost at its deadline at the latest, so waking then to look is
@@ -53,18 +56,17 @@ def next_event(
             waits.append(deadline - now)
         if lease is not None:
             waits.append(max(0.0, lease.deadline - now) + _LEASE_CHECK_SLACK)
-        event = watch.get(timeout=min(waits, default=None))
+        event = yield from wait(watch, min(waits, default=None))
         if event is None and recheck is not None:
-            event = _quietly(recheck)
+            event = yield from call(_quietly, recheck)
         if event is not None:
             return event
 
 
-def next_batch(watch: Watch) -> bool:
+def next_batch(watch: Watch) -> Steps[bool]:
     """Wait for the next change and take every one already queued; False once the watch ends."""
-    if next(watch, None) is None:
-        return False
     try:
+        yield from wait(watch, None)
         while watch.get(timeout=0) is not None:
             pass
     except StoreClosed:
@@ -80,17 +82,19 @@ def wait_changed(
     *,
     wake_on_put: bool,
     recheck_every: float | None = None,
-) -> str:
+) -> Steps[str]:
     """Wait until ``pred`` is deleted (or, with ``wake_on_put``, rewritten); say why it woke."""
-    with store.watch(pred.key) as watch:
+    watch = yield from call(store.watch, pred.key)
+    with watch:
         # A watch holds the key's current state when it returns: a put if it exists, nothing if not.
         current = watch.get(timeout=0)
         if current is None:
             return f"{pred.key} was already gone"
         if wake_on_put and current.revision != pred.revision:
             return f"{pred.key} had moved up"
+        gone = functools.partial(_gone, store, pred.key)
         while True:
-            event = next_event(watch, lease, deadline, store, lambda: _gone(store, pred.key), recheck_every)
+            event = yield from next_event(watch, lease, deadline, store, gone, recheck_every)
             if event.type == "delete":
                 return f"{pred.key} was deleted"
             if wake_on_put and event.revision > pred.revision:
@@ -99,12 +103,14 @@ def wait_changed(
 
 def wait_deleted(
     store: Store, pair: KVPair, lease: Lease | None, deadline: float | None, recheck_every: float | None = None
-) -> None:
+) -> Steps[None]:
     """Block until ``pair``'s key is deleted (``TimeoutError`` at ``deadline``)."""
-    wait_changed(store, pair, lease, deadline, wake_on_put=False, recheck_every=recheck_every)
+    yield from wait_changed(store, pair, lease, deadline, wake_on_put=False, recheck_every=recheck_every)
 
 
-def wait_any_deleted(store: Store, prefix: str, holders: list[KVPair], lease: Lease, deadline: float | None) -> str:
+def wait_any_deleted(
+    store: Store, prefix: str, holders: list[KVPair], lease: Lease, deadline: float | None
+) -> Steps[str]:
     """The first waiter's wait: until any of the ``holders`` is deleted."""
     keys = {pair.key for pair in holders}
 
@@ -112,11 +118,12 @@ def wait_any_deleted(store: Store, prefix: str, holders: list[KVPair], lease: Le
         gone = keys - {pair.key for pair in store.list(prefix)}
         return Event("delete", min(gone), None, 0) if gone else None
 
-    with store.watch_tree(prefix) as watch:
-        if left() is not None:
+    watch = yield from call(store.watch_tree, prefix)
+    with watch:
+        if (yield from call(left)) is not None:
             return "a holder had already left"
         while True:
-            event = next_event(watch, lease, deadline, store, left)
+            event = yield from next_event(watch, lease, deadline, store, left)
             if event.type == "delete" and event.key in keys:
                 return f"holder {event.key} left"
 

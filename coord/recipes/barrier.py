@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +32,10 @@ from .._lease import Lease
 from .._store import Store
 from .._types import Event, KVPair
 from .._watch import Watch
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._queue import name_segment, resolve
 from ._release import withdraw
+from ._steps import Steps, call, run
 from ._waits import TicketLost, next_event, wait_deleted
 
 __all__ = ["Barrier", "DoubleBarrier"]
@@ -63,14 +63,14 @@ class Barrier:
         """Arrive and block until the barrier opens; ``TimeoutError`` (no longer counting) after ``timeout``."""
         store = resolve(self._store)
         arrival = _Arrival(store, self._base, self.parties, self.ttl, self._lease)
-        arrival.wait(_deadline(store, timeout), self.name)
+        run(arrival.arrive(_deadline(store, timeout), self.name))
         arrival.leave()
 
     def __repr__(self) -> str:
         return f"<Barrier {self.name!r} parties={self.parties}>"
 
 
-class DoubleBarrier:
+class DoubleBarrier(Holder):
     """ZooKeeper's double barrier: ``enter`` blocks until ``parties`` have entered, ``leave`` until all have left.
 
     ``leave`` follows the ZooKeeper recipe, within the round entered: the
@@ -101,15 +101,6 @@ class DoubleBarrier:
         inside = self._inside
         return inside is not None and inside.lease.alive
 
-    @property
-    def lost(self) -> threading.Event:
-        """Set if the lease of the current (or last) entry was lost: the others may then leave without us."""
-        return self._holding.lost
-
-    def on_lost(self, callback: Callable[[DoubleBarrier], Any]) -> None:
-        """Call ``callback(barrier)`` if the lease is lost while inside (on the lease's callbacks thread)."""
-        self._holding.on_lost(callback)
-
     def enter(self, timeout: float | None = None) -> None:
         """Arrive and block until ``parties`` have entered; ``TimeoutError`` (not counted) after ``timeout``."""
         with self._lock:
@@ -117,10 +108,13 @@ class DoubleBarrier:
                 raise RuntimeError("already entered")
             store = resolve(self._store)
             arrival = _Arrival(store, self._base, self.parties, self.ttl, self._lease)
-            arrival.wait(_deadline(store, timeout), self.name)
-            self._inside = arrival
-            assert arrival.ticket is not None
-            self._holding.begin(store, arrival.ticket.key, arrival.lease, arrival.ticket.created)
+            run(arrival.arrive(_deadline(store, timeout), self.name))
+            self._entered(arrival)
+
+    def _entered(self, arrival: _Arrival) -> None:
+        self._inside = arrival
+        assert arrival.ticket is not None
+        self._holding.begin(arrival.store, arrival.ticket.key, arrival.lease, arrival.ticket.created)
 
     def leave(self, timeout: float | None = None) -> None:
         """Block until every participant of the round has left (or crashed); ``TimeoutError`` after ``timeout``.
@@ -135,27 +129,29 @@ class DoubleBarrier:
             self._inside = None
             self._holding.end()
             try:
-                self._leave(arrival, deadline)
+                run(self._leave(arrival, deadline))
             except TimeoutError:
                 raise TimeoutError(f"not everyone left double barrier {self.name!r} within {timeout} s") from None
             finally:
                 arrival.leave()
 
-    def _leave(self, arrival: _Arrival, deadline: float | None) -> None:
+    def _leave(self, arrival: _Arrival, deadline: float | None) -> Steps[None]:
+        """The leaving protocol (shared with ``coord.aio``)."""
         store, mine = arrival.store, arrival.ticket
         assert mine is not None
         while True:
-            tickets = sorted(store.list(arrival.round_prefix), key=lambda pair: pair.created)
+            listed = yield from call(store.list, arrival.round_prefix)
+            tickets = sorted(listed, key=lambda pair: pair.created)
             here = any(pair.key == mine.key for pair in tickets)
             if not tickets or (here and len(tickets) == 1):
                 return
             # Nobody's lease guards these waits: wake every ttl to look again (a missed delete must not hang us).
             if here and tickets[0].key == mine.key:
-                wait_deleted(store, tickets[-1], None, deadline, recheck_every=self.ttl)  # the oldest goes last
+                yield from wait_deleted(store, tickets[-1], None, deadline, recheck_every=self.ttl)  # the oldest: last
             else:
                 if here:
-                    arrival.leave()
-                wait_deleted(store, tickets[0], None, deadline, recheck_every=self.ttl)
+                    yield from call(arrival.leave)
+                yield from wait_deleted(store, tickets[0], None, deadline, recheck_every=self.ttl)
 
     def __enter__(self) -> DoubleBarrier:
         self.enter()
@@ -194,18 +190,19 @@ class _Arrival:
     def round_prefix(self) -> str:
         return f"{self.base}/{self.round}"
 
-    def wait(self, deadline: float | None, name: str) -> None:
-        """Arrive and block until this participant's round opens."""
+    def arrive(self, deadline: float | None, name: str) -> Steps[None]:
+        """Arrive and wait until this participant's round opens (a protocol shared with ``coord.aio``)."""
         # Watch first: the round may open, and move on again, before we would look.
-        with self.store.watch(self.round_key) as watch:
+        watch = yield from call(self.store.watch, self.round_key)
+        with watch:
             try:
-                while not self._arrive(watch, deadline):
+                while not (yield from self._arrive(watch, deadline)):
                     pass
             except TimeoutError:
-                self.leave()
+                yield from call(self.leave)
                 raise TimeoutError(f"barrier {name!r} did not open within the timeout") from None
             except BaseException:
-                self.leave()
+                yield from call(self.leave)
                 raise
 
     def leave(self) -> None:
@@ -214,36 +211,35 @@ class _Arrival:
         if ticket is not None:
             withdraw(self.store, ticket.key, self.holder)
 
-    def _arrive(self, watch: Watch, deadline: float | None) -> bool:
+    def _arrive(self, watch: Watch, deadline: float | None) -> Steps[bool]:
         """One try: add a ticket to the current round and wait for it to open; False to arrive again."""
         while (seen := watch.get(timeout=0)) is not None:  # ``round`` as it is now, if it exists
             self.round = max(self.round, _number(seen))
-        self.holder = self.store.session(self.ttl) if self.given is None else self.given
+        self.holder = (yield from call(self.store.session, self.ttl)) if self.given is None else self.given
         key = f"{self.round_prefix}/{uuid.uuid4().hex}"
         try:
-            self.ticket, tickets, current = (
-                self.store.transaction()
-                .put(key, b"", previous=None, lease=self.lease)
-                .list(self.round_prefix)
-                .get(self.round_key)
-                .commit()
-            )
+            self.ticket, tickets, current = yield from call(self._enter_round, key)
         except BaseException:
-            withdraw(self.store, key, self.holder)  # a create whose reply was lost may have landed
+            yield from call(withdraw, self.store, key, self.holder)  # a create whose reply was lost may have landed
             raise
         if current is not None and _number(current) > self.round:
             return True  # the round opened as we arrived: we pass with it
         if len(tickets) >= self.parties:
-            self._open(current)
+            yield from call(self._open, current)
             return True
         try:
             while True:
-                event = next_event(watch, self.lease, deadline, self.store, self._recheck)
+                event = yield from next_event(watch, self.lease, deadline, self.store, self._recheck)
                 if event.type == "put" and _number(event) > self.round:
                     return True
         except TicketLost:
-            self.leave()  # the session was lost, and the ticket with it: arrive again
+            yield from call(self.leave)  # the session was lost, and the ticket with it: arrive again
             return False
+
+    def _enter_round(self, key: str) -> list[Any]:
+        """Our ticket in the round, the round's tickets and ``round`` as it is: one transaction."""
+        txn = self.store.transaction().put(key, b"", previous=None, lease=self.lease)
+        return txn.list(self.round_prefix).get(self.round_key).commit()
 
     def _open(self, current: KVPair | None) -> None:
         """Move ``round`` on from ours; if someone else already did, the round is open all the same."""

@@ -8,16 +8,17 @@ value is the value of the oldest ticket.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from .._errors import KeyModified, KeyNotFound, LeaseExpired
 from .._keys import check_timeout, check_ttl
 from .._lease import Lease
+from .._metrics import count, record
 from .._store import Store
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._observe import observe
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Election", "Leadership"]
 
@@ -60,9 +61,24 @@ class Election:
         """
         timeout = check_timeout(timeout)
         store = resolve(self._store)
-        hold = join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
+        started = store.clock.now()
+        hold = run(self._join(store, timeout))
         if hold is None:
             raise TimeoutError(f"not elected leader of {self.name!r} within {timeout} s")
+        return self._won(store, hold, started)
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The campaign's protocol (shared with ``coord.aio``)."""
+        return join(store, self._prefix, self.value, ttl=self.ttl, lease=self._lease, limit=1, timeout=timeout)
+
+    def _won(self, store: Store, hold: Hold, started: float) -> Leadership:
+        """Leadership, from a campaign begun at ``started`` (store clock)."""
+        now = store.clock.now()
+        labels = {"coord.backend": store.backend, "coord.recipe": "election", "coord.name": self.name}
+        count("coord.election.won", labels)
+        record("coord.lock.wait.duration", now - started, labels)
+        if hold.woke is not None:
+            record("coord.election.failover.gap", now - hold.woke, labels)
         return Leadership(self, hold)
 
     def leader(self) -> bytes | None:
@@ -90,7 +106,7 @@ class Election:
         return f"<Election {self.name!r}>"
 
 
-class Leadership:
+class Leadership(Holder):
     """This candidate's term as leader. A context manager that resigns on exit.
 
     It follows the holding protocol (docs/recipes.md). ``is_leader`` (or
@@ -120,15 +136,6 @@ class Leadership:
         return self.is_leader
 
     @property
-    def token(self) -> int:
-        return self._hold.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the lease is lost while leading (not by ``resign()``)."""
-        return self._holding.lost
-
-    @property
     def lease(self) -> Lease:
         """The lease the leader's ticket is bound to: the Store's session, or the Election's own ``lease``.
 
@@ -141,10 +148,6 @@ class Leadership:
     @property
     def value(self) -> bytes:
         return self._hold.pair.value
-
-    def on_lost(self, callback: Callable[[Leadership], Any]) -> None:
-        """Call ``callback(leadership)`` if the lease is lost (soon, if it already is), on the lease's callbacks thread."""
-        self._holding.on_lost(callback)
 
     def proclaim(self, value: bytes) -> None:
         """Change the leader's value without a new election; ``LeaseExpired`` if no longer leader."""

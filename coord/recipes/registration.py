@@ -13,7 +13,6 @@ lease of the caller's cannot outlive that lease: it does not register again.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import json
@@ -30,7 +29,7 @@ from .._keys import check_ttl
 from .._lease import Lease
 from .._store import Store
 from .._types import KVPair
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._observe import observe
 from ._queue import name_segment, resolve
 from ._release import withdraw
@@ -57,7 +56,7 @@ class Instance:
     registered_at: float = 0.0  # time.time() when this instance (last) registered
 
 
-class Registration:
+class Registration(Holder):
     """A registered instance; a context manager that deregisters on exit.
 
     It follows the holding protocol (docs/recipes.md): ``registered`` (or
@@ -112,23 +111,9 @@ class Registration:
         return self.registered
 
     @property
-    def token(self) -> int:
-        """The ``created`` of the current registration's key (higher after each re-registration)."""
-        return self._holding.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the current registration's lease is lost; a re-registration has a new one."""
-        return self._holding.lost
-
-    @property
     def lease(self) -> Lease | None:
         """The current lease (a new one after each re-registration)."""
         return self._lease
-
-    def on_lost(self, callback: Callable[[Registration], Any]) -> None:
-        """Call ``callback(registration)`` each time its lease is lost, before it registers again."""
-        self._holding.on_lost(callback)
 
     def close(self) -> None:
         """Deregister now: delete the key (retried in the background if the store does not answer). Idempotent."""
@@ -259,6 +244,8 @@ def registered_service(
 
             @functools.wraps(function)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                import asyncio  # here: most programs never need it, and it is slow to import
+
                 registration = await asyncio.to_thread(
                     register, service, address=address, metadata=metadata, ttl=ttl, store=store, lease=lease
                 )

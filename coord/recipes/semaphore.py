@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._keys import check_timeout, check_ttl
 from .._lease import Lease
+from .._metrics import count, record
 from .._store import Store
-from ._holding import Holding
+from ._holding import Holder, Holding
 from ._queue import Hold, join, name_segment, resolve
+from ._steps import Steps, run
 
 __all__ = ["Semaphore"]
 
 
-class Semaphore:
+class Semaphore(Holder):
     """A counting semaphore shared by every process on the store.
 
     The ``limit`` oldest tickets under ``semaphore/<name>`` hold. The first
@@ -53,6 +54,7 @@ class Semaphore:
         self._prefix = f"{self._kind}/{name_segment(name)}"
         self._local = threading.Lock()  # a held object is held by one thread at a time
         self._hold: Hold | None = None
+        self._taken = 0.0  # when the current holding began (store clock)
         self._holding: Holding[Any] = Holding(self)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -66,26 +68,48 @@ class Semaphore:
             return False
         try:
             remaining = 0.0 if not blocking else None if timeout is None else timeout - (store.clock.now() - start)
-            hold = join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=remaining)
+            hold = run(self._join(store, remaining))
         except BaseException:
             self._local.release()
             raise
         if hold is None:
             self._local.release()
             return False
+        self._took(store, hold, start)
+        return True
+
+    def _join(self, store: Store, timeout: float | None) -> Steps[Hold | None]:
+        """The queue's protocol for one slot (shared with ``coord.aio``)."""
+        return join(store, self._prefix, b"", ttl=self._ttl, lease=self._lease, limit=self.limit, timeout=timeout)
+
+    def _took(self, store: Store, hold: Hold, started: float) -> None:
+        """This object holds ``hold``, which it asked for at ``started`` (store clock)."""
         self._hold = hold
         self._holding.begin(store, hold.pair.key, hold.lease, hold.token, on_gone=lambda: setattr(hold, "gone", True))
-        return True
+        self._taken = store.clock.now()
+        labels = self._labels(store)
+        record("coord.lock.wait.duration", self._taken - started, labels)
+        if hold.woke is not None:
+            count("coord.lock.handoffs", labels)
+
+    def _labels(self, store: Store) -> dict[str, str]:
+        return {"coord.backend": store.backend, "coord.recipe": self._kind, "coord.name": self.name}
 
     def release(self) -> None:
         """Give the slot up (``RuntimeError`` if not held); the next waiter is woken."""
+        hold = self._let_go()
+        hold.release()
+        self._local.release()
+
+    def _let_go(self) -> Hold:
+        """This object no longer holds (the store is told next, by ``Hold.release``)."""
         hold = self._hold
         if hold is None:
             raise RuntimeError(f"release of an unheld {type(self).__name__}")
         self._hold = None
         self._holding.end()
-        hold.release()
-        self._local.release()
+        record("coord.lock.hold.duration", hold.store.clock.now() - self._taken, self._labels(hold.store))
+        return hold
 
     @property
     def holding(self) -> bool:
@@ -99,24 +123,10 @@ class Semaphore:
         return self.holding
 
     @property
-    def token(self) -> int:
-        """The fencing token of the current (or last) holding."""
-        return self._holding.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the lease of the current (or last) holding is lost; each acquisition has a new one."""
-        return self._holding.lost
-
-    @property
     def lease(self) -> Lease | None:
         """The current holding's lease (``None`` when not held)."""
         hold = self._hold
         return None if hold is None else hold.lease
-
-    def on_lost(self, callback: Callable[[Any], Any]) -> None:
-        """Call ``callback(self)`` whenever a holding of this object loses its lease (on the lease's callbacks thread)."""
-        self._holding.on_lost(callback)
 
     def __enter__(self) -> Semaphore:
         self.acquire()

@@ -27,6 +27,7 @@ from coord.recipes import _waits
 from coord.recipes import barrier as _barrier
 from coord.recipes import registration as _registration
 from coord.recipes import semaphore as _semaphore
+from coord.recipes._steps import Steps, call
 
 
 @dataclass(frozen=True)
@@ -46,23 +47,25 @@ def _trusting_wait_turn(
     limit: int,
     deadline: float | None,
     queue: list[KVPair] | None = None,
-) -> KVPair:
+) -> Steps[tuple[KVPair, float | None]]:
     """``wait_turn`` that, once its predecessor is gone, assumes its turn has come without listing again.
 
     Wrong when the predecessor was itself a waiter that left (timed out,
     crashed, lost its lease): the holder ahead of it still holds.
     """
-    tickets = sorted(store.list(prefix) if queue is None else queue, key=lambda pair: pair.created)
+    if queue is None:
+        queue = yield from call(store.list, prefix)
+    tickets = sorted(queue, key=lambda pair: pair.created)
     me = next((pair for pair in tickets if pair.key == mine.key), None)
     if me is None:
         raise _waiting.TicketLost(f"ticket {mine.key} is gone")
     ahead = [pair for pair in tickets if pair.created < me.created]
     if len(ahead) < limit:
-        return me
+        return me, None
     if deadline is not None and store.clock.now() >= deadline:
         raise TimeoutError
-    _waits.wait_deleted(store, ahead[-1], lease, deadline)
-    return me  # the bug: no second look at who is ahead now
+    yield from _waits.wait_deleted(store, ahead[-1], lease, deadline)
+    return me, store.clock.now()  # the bug: no second look at who is ahead now
 
 
 @contextmanager
@@ -82,7 +85,7 @@ def _ignore_lost() -> Iterator[None]:
 def _one_too_many() -> Iterator[None]:
     real = _waiting.join
 
-    def join(store: Store, prefix: str, value: bytes, *, limit: int, **kwargs: Any) -> _waiting.Hold | None:
+    def join(store: Store, prefix: str, value: bytes, *, limit: int, **kwargs: Any) -> Steps[_waiting.Hold | None]:
         return real(store, prefix, value, limit=limit + 1 if limit > 1 else limit, **kwargs)
 
     with mock.patch.object(_semaphore, "join", join):
@@ -113,7 +116,7 @@ def _registration_without_lease() -> Iterator[None]:
 def _barrier_tickets_without_lease() -> Iterator[None]:
     real = _barrier._Arrival._arrive
 
-    def arrive(self: Any, watch: coord.Watch, deadline: float | None) -> bool:
+    def arrive(self: Any, watch: coord.Watch, deadline: float | None) -> Steps[bool]:
         if self.given is None:
             self.given = self.store.lease(3600)  # the bug: a lease nobody ends
         return real(self, watch, deadline)

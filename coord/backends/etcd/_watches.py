@@ -114,6 +114,7 @@ class Watches:
             else:
                 changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=mod_revision)
                 gone = sorted(feed.seen - current.keys())
+                feed.watch.resynced()
             for kv in changed:
                 feed.watch.emit(Event("put", text(kv.key), kv.value, kv.mod_revision))
             for key in gone:

@@ -7,24 +7,31 @@ Layout, under the ``root`` option (default ``/coord``) inside the URL's chroot
     ROOT/kv/a/b/~c       its guard, created and deleted with it (``_keys``)
     ROOT/kv/a/b/~c/<id>.<n>  while the value is over 400 KiB: the marker of its chunks
     ROOT/kv/a/b          bare directories: never keys, so "a/b" and "a/b/c" coexist
-    ROOT/log/e<seq>      the change log that feeds watches, the last ``history`` writes (``_log``)
+    ROOT/log/e<hash>.<seq>  the change log that feeds watches, the last ``history`` writes (``_log``)
     ROOT/log/b<seq>      a free record: chunks to delete once the log is trimmed past it
     ROOT/blob/<id>.<n>   the chunks of values over 400 KiB (``_blobs``)
 
 Revisions: ``revision`` = mzxid, ``created`` = czxid, both ZooKeeper
 transaction ids, so ``created`` strictly increases in creation order.
 Every write is one ZooKeeper multi-op that also appends its event to the
-log; the log entry's czxid is the write's zxid. A plain ``put`` is one round
-trip; a compare-and-swap is two: read the stat, compare its mzxid, then write
-conditionally on that stat's version. A key deleted and re-created to the
-same version between those two steps (well under a millisecond here) would
-pass the version check: that is the one window where CAS is not exact.
-A value over 400 KiB costs a read and a round trip per 900 KiB chunk more.
+log; the log entry's czxid is the write's zxid. A plain ``put`` and a
+create-only put are one round trip; a compare-and-swap is two: read the
+stat, compare its mzxid, then write conditionally on that stat's version. A
+key deleted and re-created to the same version between those two steps
+(well under a millisecond here) would pass the version check: that is the
+one window where CAS is not exact. A value over 400 KiB costs a read and a
+round trip per 900 KiB chunk more. A transaction is one multi-op too, its
+reads sent right behind it (``_transactions``); writes bound to leases of
+different ttls cannot share one, as a multi-op runs on one session.
 
 Watches never miss, repeat or reorder: they read the log, not the znodes.
-One worker thread per Store (``_worker``) tails the log and feeds every
-watch of the Store; older than the log's history, a watch re-syncs by
-emitting the current state.
+The server announces each new entry (a persistent watch, ``_notify``), the
+Store reads those its watches may want, and one worker thread per Store
+(``_worker``) feeds every watch of the Store; older than the log's history,
+a watch re-syncs: puts for what changed, deletes for what is gone. Reads
+go through a session that has seen the Store's newest write, whichever
+session made it (``_boundary``), and many of them go in one request
+(multiRead, ``_reads``).
 
 Leases are ephemeral znodes, one extra ZooKeeper session per distinct lease
 ttl (``_sessions``). A session that expires deletes its ephemerals without a
@@ -41,9 +48,11 @@ so do the chunks of a big value held by such a key or by an expired lease
 key that nobody reaps.
 
 Modules: ``_layout`` (paths, escaping, the header), ``_boundary`` (the one
-place kazoo's errors become coord's), ``_blobs``, ``_keys`` (reads and
-deletes shared by all), ``_writes``, ``_log``, ``_worker``, ``_sessions``
-and ``_store`` (the Store methods).
+place kazoo's errors become coord's), ``_reads`` and ``_notify`` (the two
+ZooKeeper 3.6 requests kazoo lacks: multiRead, persistent watches),
+``_blobs``, ``_keys`` (reads and deletes shared by all), ``_writes``,
+``_transaction_plan`` and ``_transactions``, ``_log``, ``_worker``,
+``_sessions`` and ``_store`` (the Store methods).
 """
 
 from ._store import ZooKeeperStore

@@ -9,6 +9,8 @@ which ``reap_guard`` does exactly once, because it takes the guard with it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -16,6 +18,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 
 from ..._types import KVPair
+from . import _reads as reads
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
 from ._layout import Blob, Layout, Node, decode, entry, join
@@ -41,34 +44,14 @@ class Keys:
             return None
         return KVPair(key, self._blobs.read(t, node), stat.mzxid, stat.czxid, node.lease)
 
-    def scan(self, t: Try, prefix: str) -> tuple[list[Found], dict[str, int]]:
-        """Every key znode under ``prefix`` and each directory's pzxid, a level of the tree per round trip."""
-        client = self._zk.client
-        dirs: dict[str, int] = {}
-        pending: list[tuple[str, Any]] = []
-        level = [(prefix, self._layout.dir(prefix))]
-        while level:
-            listings = [(p, zp, client.get_children_async(zp, include_data=True)) for p, zp in level]
-            level = []
-            for p, zp, result in listings:
-                try:
-                    names, stat = t.wait(result)
-                except NoNodeError:
-                    continue
-                dirs[p] = stat.pzxid
-                for name in names:
-                    if name.startswith("="):
-                        pending.append((join(p, unquote(name[1:])), client.get_async(f"{zp}/{name}")))
-                    elif not name.startswith("~"):
-                        level.append((join(p, unquote(name)), f"{zp}/{name}"))
-        found: list[Found] = []
-        for key, result in pending:
-            try:
-                data, stat = t.wait(result)
-            except NoNodeError:
-                continue
-            found.append((key, decode(data), stat))
-        return found, dirs
+    def scan(self, t: Try, prefix: str, client: KazooClient | None = None) -> tuple[list[Found], dict[str, int]]:
+        """Every key znode under ``prefix`` and each directory's pzxid (see ``Lookup``)."""
+        listing = self.lookup(client, [], [prefix]).wait(t)[1][0]
+        return listing.found, listing.dirs
+
+    def lookup(self, client: KazooClient | None, keys: list[str], prefixes: list[str]) -> Lookup:
+        """Start reading ``keys`` and the keys under ``prefixes`` on ``client`` (default the main one)."""
+        return Lookup(self._layout, client or self._zk.client, keys, prefixes)
 
     def removal(self, key: str, version: int | None, blobs: list[Blob]) -> list[Op]:
         """Delete a key (at ``version``; None: prove it absent) and its guard, hand its chunks to a record, log it."""
@@ -79,7 +62,7 @@ class Keys:
             if version is None
             else [("delete", paths.path, version)]
         )
-        return [*head, *self._blobs.unlink(paths.guard, blobs), ("delete", paths.guard), ("log", entry(b"D", key))]
+        return [*head, *self._blobs.unlink(paths.guard, blobs), ("delete", paths.guard), entry(b"D", key)]
 
     def remove(self, t: Try, key: str, version: int | None = -1, blob: Blob | None = None) -> None:
         """Commit ``removal``; ``blob`` is what the key's header holds (the guard's markers are read if it was wrong)."""
@@ -122,3 +105,69 @@ class Keys:
                     raise
 
         self._zk.call(attempt)
+
+
+@dataclass
+class Listing:
+    """The keys under a prefix, each directory's pzxid, and the keys the caller knew and had not read."""
+
+    found: list[Found] = field(default_factory=list)
+    dirs: dict[str, int] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)
+
+
+class Lookup:
+    """Keys and prefixes read together: one multiRead per level of the deepest prefix, the last with the values.
+
+    The first request goes out at once (a transaction sends it right behind
+    its multi-op); ``wait`` sends the rest. A flat prefix costs two requests:
+    its children, then the znodes of the keys among them. A key the caller
+    knows as of zxid ``through`` (a transaction, the keys it just wrote) is
+    not read when its directory's children did not change since (pzxid):
+    a prefix holding only those costs one request.
+    """
+
+    def __init__(self, layout: Layout, client: KazooClient, keys: list[str], prefixes: list[str]) -> None:
+        self._layout, self._client, self._keys, self._prefixes = layout, client, keys, prefixes
+        dirs = [(i, p, layout.dir(p)) for i, p in enumerate(prefixes)]
+        self._first = reads.send(client, [("data", layout.paths(k).path) for k in keys] + _listing(dirs))
+        self._dirs = dirs
+
+    def wait(
+        self, t: Try, known: Collection[str] = (), through: int = 0
+    ) -> tuple[list[tuple[Node, Any] | None], list[Listing]]:
+        """Each key's node and stat (None if absent), and each prefix's listing."""
+        results = self._first.wait(t)
+        got = [None if reads.absent(r) else (decode(r[0]), r[1]) for r in results[: len(self._keys)]]
+        listings = [Listing() for _ in self._prefixes]
+        dirs, rest = self._dirs, results[len(self._keys) :]
+        while dirs or rest:
+            found: list[tuple[int, str, str]] = []  # (prefix index, key, znode) to read
+            deeper: list[tuple[int, str, str]] = []
+            for (i, p, zp), (names, stat) in zip(dirs, zip(rest[0::2], rest[1::2], strict=True), strict=True):
+                if reads.absent(names) or reads.absent(stat):
+                    continue
+                listings[i].dirs[p] = stat[1].pzxid
+                unchanged = stat[1].pzxid <= through
+                for name in names:
+                    if name.startswith("="):
+                        key = join(p, unquote(name[1:]))
+                        if unchanged and key in known:
+                            listings[i].kept.append(key)
+                        else:
+                            found.append((i, key, f"{zp}/{name}"))
+                    elif not name.startswith("~"):
+                        deeper.append((i, join(p, unquote(name)), f"{zp}/{name}"))
+            if not found and not deeper:
+                break
+            pending = reads.send(self._client, [("data", z) for _, _, z in found] + _listing(deeper))
+            answers = pending.wait(t)
+            for (i, key, _), answer in zip(found, answers, strict=False):
+                if not reads.absent(answer):
+                    listings[i].found.append((key, decode(answer[0]), answer[1]))
+            dirs, rest = deeper, answers[len(found) :]
+        return got, listings
+
+
+def _listing(dirs: list[tuple[int, str, str]]) -> list[reads.Read]:
+    return [read for _, _, zp in dirs for read in (("children", zp), ("data", zp))]

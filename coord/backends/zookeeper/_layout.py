@@ -5,7 +5,7 @@ Paths (see the package docstring for what each is for)::
     ROOT/kv/<dirs>/=<name>           a key's znode: header, then the value
     ROOT/kv/<dirs>/~<name>           its guard
     ROOT/kv/<dirs>/~<name>/<blob>    the marker of the chunks the key's value lives in
-    ROOT/log/e<seq>                  a log entry: kind (P/D), key, and for P the key's data
+    ROOT/log/e<hash>.<seq>           a log entry: kind (P/D), key, and for P the key's data (hash: the key's crc32)
     ROOT/log/b<seq>                  a free record: data is a blob name "<id>.<count>"
     ROOT/blob/<id>.<n>               chunk n of blob <id>
 
@@ -16,8 +16,11 @@ starting with ``~`` always a guard.
 
 from __future__ import annotations
 
+import math
+import re
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +30,24 @@ _MAGIC, _TTL, _LEASE, _BLOB = 0xC0, 1, 2, 4
 # A value, its log copy and the rest of a multi-op must fit one packet (jute.maxbuffer, 1 MiB - 1).
 INLINE = 400 * 1024
 CHUNK = 900 * 1024
+_MAX_TTL_MS = 2**32 - 1  # the header's field: about 49.7 days
+
+
+def ttl_ms(ttl: float) -> int:
+    """A ttl key's ttl in whole milliseconds, as the header holds it (coord bounds ttls well below the limit)."""
+    ms = math.ceil(ttl * 1000)
+    if not 0 < ms <= _MAX_TTL_MS:
+        raise ValueError(f"a ZooKeeper ttl key's ttl must be at most {_MAX_TTL_MS // 1000} s, not {ttl!r}")
+    return ms
+
+
+# What ZooKeeper refuses in a name (control and private-use characters, surrogates, specials), and our markers.
+_UNSAFE = re.compile("[%=~\x00-\x1f\x7f-\x9f\ud800-\uf8ff\ufff0-\U0010ffff]")
 
 
 def escape(segment: str) -> str:
+    if not _UNSAFE.search(segment):
+        return segment
     out = []
     for ch in segment:
         o = ord(ch)
@@ -65,13 +83,23 @@ class Layout:
         folder = self.dir(parent)
         return KeyPaths(folder, f"{folder}/={escape(name)}", f"{folder}/~{escape(name)}")
 
-    def entry(self, seq: int) -> str:
-        return f"{self.log}/e{seq:010d}"
+    @staticmethod
+    def parse(name: str) -> tuple[str, str | None, int] | None:
+        """A log child's kind (``e`` entry, ``b`` free record), its key's hash (entries), and its sequence number."""
+        seq = name[-10:]
+        if len(name) < 11 or not seq.isdigit():
+            return None
+        return name[0], name[1:9] if len(name) == 20 and name[9] == "." else None, int(seq)
 
     @staticmethod
     def seqs(names: list[str], kind: str = "e") -> list[int]:
         """The sequence numbers of the log's children of one kind (``e`` entries, ``b`` free records), sorted."""
-        return sorted(int(n[1:]) for n in names if n.startswith(kind) and n[1:].isdigit())
+        return sorted(parsed[2] for n in names if (parsed := Layout.parse(n)) and parsed[0] == kind)
+
+    @staticmethod
+    def entries(names: list[str]) -> list[tuple[int, str, str | None]]:
+        """The log's entries among ``names``: sequence number, name and key hash, in log order."""
+        return sorted((parsed[2], n, parsed[1]) for n in names if (parsed := Layout.parse(n)) and parsed[0] == "e")
 
 
 @dataclass(frozen=True)
@@ -139,10 +167,15 @@ def decode(data: bytes) -> Node:
     return Node(data[at:], ttl_ms, lease, nonce)
 
 
-def entry(kind: bytes, key: str, data: bytes = b"") -> bytes:
-    """A log entry: ``P`` (put, with the key's data) or ``D`` (delete)."""
+def key_hash(key: str) -> str:
+    """What a log entry's name says of its key: a watch of one key reads only the entries that match."""
+    return f"{zlib.crc32(key.encode()):08x}"
+
+
+def entry(kind: bytes, key: str, data: bytes = b"") -> tuple[str, str, bytes]:
+    """The multi-op operation that logs a write: ``P`` (put, with the key's data) or ``D`` (delete)."""
     raw = key.encode()
-    return kind + struct.pack(">I", len(raw)) + raw + data
+    return ("log", f"e{key_hash(key)}.", kind + struct.pack(">I", len(raw)) + raw + data)
 
 
 def read_entry(data: bytes) -> tuple[str, Node | None]:

@@ -23,8 +23,9 @@ from typing import Any
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NoNodeError
 
-from ..._errors import LeaseExpired, StoreUnavailable
+from ..._errors import LeaseExpired, NotSupported, StoreUnavailable
 from ..._lease import Lease
+from ..._store import labelled
 from ._boundary import Boundary, Failed, Try, open_client, start, stop
 from ._keys import Keys
 from ._layout import Layout
@@ -39,6 +40,7 @@ class _Session:
     connected: threading.Event = field(default_factory=threading.Event)
     leases: dict[int, set[str]] = field(default_factory=dict)  # lease id -> keys written with it
     closing: bool = False
+    granting: int = 0  # grants waiting for it to connect: it is not idle
 
     @property
     def sid(self) -> int | None:
@@ -57,14 +59,19 @@ class Sessions:
         ms = math.ceil(ttl * 1000)
         with self._lock:
             session = self._sessions.get(ms)
-            if session is None:
+            if session is None or session.closing:  # none, or its last lease just ended: a new one
                 session = self._sessions[ms] = self._open(ttl)
-        if not session.connected.wait(self._zk.timeout) or session.sid is None:
-            raise StoreUnavailable(f"cannot reach ZooKeeper at {self._zk.hosts}")
-        lease_id = random.getrandbits(63) or 1
-        with self._lock:
-            session.leases[lease_id] = set()
-            self._lease_of[lease_id] = (session, session.sid)
+            session.granting += 1
+        try:
+            if not session.connected.wait(self._zk.timeout) or session.sid is None:
+                raise StoreUnavailable(f"cannot reach ZooKeeper at {self._zk.hosts}")
+            lease_id = random.getrandbits(63) or 1
+            with self._lock:
+                session.leases[lease_id] = set()
+                self._lease_of[lease_id] = (session, session.sid)
+        finally:
+            with self._lock:
+                session.granting -= 1
         return lease_id, session.granted
 
     def _open(self, ttl: float) -> _Session:
@@ -102,14 +109,40 @@ class Sessions:
 
     def hold(self, lease: Lease, key: str) -> tuple[KazooClient, int]:
         """The client and session id to write ``key`` under ``lease`` with; LeaseExpired if its session is gone."""
+        return self.hold_many([(lease, key)])
+
+    def hold_many(self, leased: list[tuple[Lease, str]]) -> tuple[KazooClient, int]:
+        """``hold`` for the keys of one multi-op, which runs on one session: their leases must share it."""
         with self._lock:
-            entry = self._lease_of.get(lease.id)
-            if entry is None or entry[0].sid != entry[1]:
-                raise LeaseExpired(f"lease {lease.id} expired")
-            # Before sending: revoke must find the key even if the write's reply is lost.
-            entry[0].leases.setdefault(lease.id, set()).add(key)
-            self._lease_objects[lease.id] = lease
-        return entry[0].client, entry[1]
+            entries = []
+            for lease, key in leased:
+                entry = self._lease_of.get(lease.id)
+                if entry is None or entry[0].sid != entry[1]:
+                    with labelled(key):
+                        raise LeaseExpired(f"lease {lease.id} expired")
+                entries.append(entry)
+            if len({id(session) for session, _ in entries}) > 1:
+                raise NotSupported(
+                    "on ZooKeeper, the writes of one transaction bound to leases must use leases of one ttl:"
+                    " a multi-op runs on one session, and each lease ttl has a session of its own"
+                )
+            for (lease, key), (session, _) in zip(leased, entries, strict=True):
+                # Before sending: revoke must find the key even if the write's reply is lost.
+                session.leases.setdefault(lease.id, set()).add(key)
+                self._know(lease)
+        return entries[0][0].client, entries[0][1]
+
+    def _know(self, lease: Lease) -> None:
+        """Keep the Lease object, and end the lease here too once the keeper counts it lost (lock held).
+
+        kazoo keeps a session alive by itself, so a lease whose renewals
+        stopped reaching coord (its deadline passed on the client) would
+        outlive its deadline on the server: its keys are deleted then, as
+        the server would if the lease were its own.
+        """
+        if lease.id not in self._lease_objects:
+            lease.on_lost(lambda lost: self._defer(lambda: self.revoke(lost)))
+        self._lease_objects[lease.id] = lease
 
     def held(self, lease_id: int, sid: int) -> bool:
         """Whether the lease is still held by the session ``sid`` (a write just made under it counts)."""
@@ -119,7 +152,8 @@ class Sessions:
     def keepalive(self, lease: Lease) -> bool:
         with self._lock:
             entry = self._lease_of.get(lease.id)
-            self._lease_objects[lease.id] = lease
+            if entry is not None:
+                self._know(lease)
         if entry is None:
             return False
         session, sid = entry
@@ -161,11 +195,11 @@ class Sessions:
 
     def _close_if_idle(self, session: _Session) -> None:
         with self._lock:
-            idle = not session.leases
+            idle = not session.leases and not session.granting
             if idle:
+                session.closing = True
                 self._sessions = {ms: s for ms, s in self._sessions.items() if s is not session}
         if idle:
-            session.closing = True
             stop(session.client)
 
     def close(self) -> None:

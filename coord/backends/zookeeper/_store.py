@@ -13,6 +13,7 @@ from ..._clock import Clock
 from ..._errors import ConfigurationError, KeyModified, KeyNotFound
 from ..._lease import Lease
 from ..._store import Store
+from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
@@ -21,6 +22,7 @@ from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys
 from ._layout import Layout, entry
 from ._sessions import Sessions
+from ._transactions import Transactions
 from ._worker import Worker
 from ._writes import Writer, check_expected
 
@@ -54,6 +56,10 @@ class ZooKeeperStore(Store):
         root = "/" + root.strip("/")
         if root == "/" or history < 1:
             raise ConfigurationError("root must not be '/', and history must be at least 1")
+        if not (timeout > 0 and session_timeout > 0):  # also refuses NaN; an infinite one waits as long as threads can
+            raise ConfigurationError(
+                f"timeout and session_timeout must be positive, not {timeout!r}, {session_timeout!r}"
+            )
         chroot = "/" + location.path.strip("/") if location.path.strip("/") else ""
         hosts = ",".join(f"{h}:{p}" for h, p in location.endpoints(2181)) + chroot
         self._url = f"zookeeper://{hosts}"
@@ -64,6 +70,9 @@ class ZooKeeperStore(Store):
         self._worker = Worker(zk, layout, self._keys, self._blobs, history, lambda: self.closed, self.clock)
         self._sessions = Sessions(zk, layout, self._keys, defer=lambda task: self._worker.submit("lost", task))
         self._writer = Writer(zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete)
+        self._transactions = Transactions(
+            zk, layout, self._keys, self._blobs, self._sessions, self._worker.reap_at, self._delete
+        )
         zk.on_trim_due = self._worker.trim
         zk.client.add_listener(self._worker.on_state)
         try:
@@ -76,19 +85,29 @@ class ZooKeeperStore(Store):
         return self._url
 
     def _get(self, key: str) -> KVPair | None:
-
         def attempt(t: Try) -> KVPair | None:
-            read = self._keys.read(t, key)
+            read = self._keys.read(t, key, self._zk.reader())
             return None if read is None else self._keys.pair(t, key, *read)
+
+        return self._zk.call(attempt)
+
+    def _exists(self, key: str) -> bool:
+        def attempt(t: Try) -> bool:
+            read = self._keys.read(t, key, self._zk.reader())
+            return read is not None and not read[0].expired(read[1])
 
         return self._zk.call(attempt)
 
     def _list(self, prefix: str) -> builtins.list[KVPair]:
         def attempt(t: Try) -> builtins.list[KVPair]:
-            pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in self._keys.scan(t, prefix)[0])
+            found = self._keys.scan(t, prefix, self._zk.reader())[0]
+            pairs = (self._keys.pair(t, key, node, stat) for key, node, stat in found)
             return [pair for pair in pairs if pair is not None]
 
         return self._zk.call(attempt)
+
+    def _transaction(self, ops: builtins.list[Op]) -> builtins.list[object]:
+        return self._transactions.run(ops)
 
     def _put(self, key: str, value: bytes, ttl: float | None, lease: Lease | None) -> KVPair:
         return self._writer.write(key, value, ttl, lease, "any")
@@ -106,7 +125,7 @@ class ZooKeeperStore(Store):
                 self._keys.remove(t, key)
             except Failed as exc:
                 if exc.on(NoNodeError, "delete", paths.guard):  # a key without a guard (not written by coord)
-                    self._zk.commit(t, [("delete", paths.path), ("log", entry(b"D", key))])
+                    self._zk.commit(t, [("delete", paths.path), entry(b"D", key)])
                     return True
                 if not exc.on(NoNodeError, "delete", paths.path):
                     raise
@@ -165,7 +184,7 @@ class ZooKeeperStore(Store):
         self._worker.watch(watch, key, tree, start_revision)
 
     def _unwatch(self, watch: WatchFeed) -> None:
-        self._worker.log.forget(watch)
+        self._worker.unwatch(watch)
 
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
         return self._sessions.grant(ttl)

@@ -27,6 +27,7 @@ from kazoo.protocol.states import EventType
 from ..._clock import Clock, Timer
 from ..._errors import CoordError, StoreUnavailable
 from ..._watch import WatchFeed
+from . import _notify as notify
 from ._blobs import Blobs
 from ._boundary import Boundary, Try
 from ._keys import Keys
@@ -37,6 +38,7 @@ log = logging.getLogger("coord.zookeeper")
 
 Task = tuple[str, Callable[[], None]]  # a name for the logs, and what to run
 _RETRY_TAIL = 0.5  # seconds before reading the log again after a failed read
+_IDLE = 2.0  # seconds without a watch before the Store stops hearing of every log entry
 
 
 class Worker:
@@ -59,6 +61,8 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._ephemerals: dict[str, str] = {}  # watched lease keys: path -> key
         self._retry_tail: Timer | None = None
+        self._idle: Timer | None = None
+        notify.hook(zk.client, layout.log, self._announced)
 
     def submit(self, name: str, task: Callable[[], None]) -> None:
         with self._lock:
@@ -89,6 +93,18 @@ class Worker:
         except FutureTimeout as exc:
             raise StoreUnavailable("the watch did not start in time") from exc
 
+    def unwatch(self, watch: WatchFeed) -> None:
+        """Stop feeding ``watch``; with none left for a while, stop hearing of the log."""
+        self.log.forget(watch)
+        if not self.log.watched() and (self._idle is None or not self._idle.pending):
+            idle = functools.partial(self.submit, "idle", self.log.idle)
+            self._idle = self._timers.call_at(self._clock.now() + _IDLE, idle)
+
+    def _announced(self, name: str) -> None:
+        """kazoo's I/O thread: a log entry was created."""
+        if self.log.announce(name):
+            self.submit("entries", lambda: self._retrying(self.log.read_announced))
+
     def reap_at(self, key: str, mzxid: int, expires: float) -> None:
         """Reap a ttl key at ``expires`` (server wall clock, seconds), unless written since."""
         self.submit("reap", lambda: self._schedule(key, mzxid, expires))
@@ -99,13 +115,13 @@ class Worker:
     def on_state(self, state: str) -> None:
         """Kazoo's state listener of the main client."""
         if state == KazooState.CONNECTED and self._thread is not None:
-            self.submit("connected", lambda: self._feeding(self._reconnected))  # kazoo forgot every watch: re-arm
+            self.submit("connected", lambda: self._feeding(self._reconnected))  # the server forgot every watch
 
     def _on_event(self, event: Any) -> None:
         if event.type == EventType.NONE or event.path is None:
             return
-        if event.path == self._layout.log:
-            self.submit("log", lambda: self._feeding(self.log.tail))
+        if event.path == self._layout.log:  # the child watch of servers before 3.6
+            self.submit("log", lambda: self._feeding(self.log.catch_up))
         else:
             self.submit("key", lambda: self._retrying(lambda: self._key_changed(event.path)))
 
@@ -129,7 +145,8 @@ class Worker:
     def _feeding(self, read: Callable[[], None]) -> None:
         """Read the log for the watches, if any."""
         if not self.log.watched():
-            self.log.seq = None  # nothing to feed: stop re-arming the log's watch; the next watch starts afresh
+            if not self.log.persistent:
+                self.log.seq = None  # nothing to feed: stop re-arming the child watch; the next watch starts afresh
             return
         self._retrying(read)
 
@@ -144,7 +161,7 @@ class Worker:
             raise
 
     def _reconnected(self) -> None:
-        self.log.tail()
+        self.log.catch_up()
         for path, key in list(self._ephemerals.items()):
             self._check_ephemeral(path, key)
 
@@ -173,6 +190,7 @@ class Worker:
             path = self._layout.paths(key).path
             if path not in self._ephemerals:
                 self._ephemerals[path] = key
-                self._check_ephemeral(path, key)
+                check = functools.partial(self._check_ephemeral, path, key)
+                self.submit("ephemeral", lambda: self._retrying(check))  # next: a new watch need not wait for it
         if node.ttl_ms:
             self._schedule(key, stat.mzxid, (stat.mtime + node.ttl_ms) / 1000)

@@ -6,14 +6,14 @@ while the guard holds a chunks' marker (the old value's chunks then need a
 free record, so the write takes the slow path). The slow path reads the
 znode first and writes conditionally on the version it read; it is also the
 only path for creates, ttl keys replaced after expiry, lease keys and big
-values. A write retried after a lost reply first checks, by the nonce in
-the header, whether its first attempt was applied.
+values; a create-only write tries its create before reading anything. A
+write retried after a lost reply first checks, by the nonce in the header,
+whether its first attempt was applied.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from ..._types import KVPair
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Op, Retry, Try
 from ._keys import Keys
-from ._layout import INLINE, Blob, KeyPaths, Layout, Node, encode, entry
+from ._layout import INLINE, Blob, KeyPaths, Layout, Node, encode, entry, ttl_ms
 from ._sessions import Sessions
 
 
@@ -63,7 +63,7 @@ class _Put:
     def ops(self, unlink: list[Op]) -> list[Op]:
         """What follows the znode's own change: drop the old value's chunks, own the new ones, log it."""
         link = [] if self.staged is None else Blobs.link(self.at.guard, *self.staged)
-        return [*unlink, *link, ("log", entry(b"P", self.key, self.data))]
+        return [*unlink, *link, entry(b"P", self.key, self.data)]
 
 
 class Writer:
@@ -82,8 +82,8 @@ class Writer:
 
     def write(self, key: str, value: bytes, ttl: float | None, lease: Lease | None, expect: str | int) -> KVPair:
         client, sid = self._sessions.hold(lease, key) if lease is not None else (self._zk.client, 0)
-        ttl_ms = math.ceil(ttl * 1000) if ttl is not None else 0
-        put = _Put(key, value, ttl_ms, lease, client, sid, expect, self._layout.paths(key), random.getrandbits(64))
+        ms = ttl_ms(ttl) if ttl is not None else 0
+        put = _Put(key, value, ms, lease, client, sid, expect, self._layout.paths(key), random.getrandbits(64))
         try:
             return self._zk.call(lambda t: self._attempt(t, put))
         except (KeyExists, KeyModified, KeyNotFound):
@@ -124,6 +124,11 @@ class Writer:
         return self._written(put, stat, stat.czxid) if stat.ephemeralOwner == 0 else None
 
     def _put_slow(self, t: Try, put: _Put) -> KVPair:
+        if put.expect == "absent":  # the create proves the key absent: read it only if it is there
+            done = self._create(t, put)
+            if done is not None:
+                return done
+        self._zk.fresh(put.client)  # the read decides the write: it must see this Store's writes
         for _ in range(100):
             read = self._keys.read(t, put.key, put.client)
             done = self._create(t, put) if read is None else self._replace(t, put, *read)
@@ -161,7 +166,7 @@ class Writer:
                 stat = self._zk.commit(t, [("set", path, put.data, stat.version), *rest], put.client)[0]
                 return self._written(put, stat, stat.czxid)
             # ephemeral <-> persistent, or another session: the znode is re-created
-            gone = [("log", entry(b"D", put.key))] if expired else []
+            gone = [entry(b"D", put.key)] if expired else []
             ops = [*gone, ("delete", path, stat.version), ("create", path, put.data, ephemeral)]
             stat = self._zk.commit(t, [*ops, ("set", put.at.guard, b""), *rest], put.client)[len(ops)]
             return self._written(put, stat, stat.mzxid)
