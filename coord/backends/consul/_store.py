@@ -52,6 +52,8 @@ __all__ = ["ConsulStore"]
 
 #: How many times a transaction is sent again after Consul rolled it back for a reason of coord's own.
 _RESENDS = 16
+#: Reads (and checks) per transaction of reads only: Consul takes at most 64 operations.
+_MAX_READS = 64
 
 
 class ConsulStore(Store):
@@ -201,6 +203,9 @@ class ConsulStore(Store):
     def _transaction(self, ops: list[Op]) -> list[object]:
         if not ops:
             return []
+        if len(ops) > _MAX_READS and not any(op.writes for op in ops):
+            # Consul takes 64 operations a transaction: many reads go in several (each one state, not all one).
+            return [r for n in range(0, len(ops), _MAX_READS) for r in self._transaction(ops[n : n + _MAX_READS])]
         sessions: list[str | None] = []
         own: dict[float, str] = {}
         for op in ops:

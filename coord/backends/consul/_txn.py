@@ -82,9 +82,12 @@ class Plan:
                 else:
                     add("cond", n, "check-index", data, Index=op.expect)
         marks = 0
+        # Without writes every read sees one state: their results' union answers each (no markers, and
+        # Consul serves the transaction as a read).
+        reads_only = not any(op.writes for op in self.ops)
         for n, op in enumerate(self.ops):
             data = self.layout.data(op.key)
-            last = n == len(self.ops) - 1
+            last = n == len(self.ops) - 1 or reads_only
             if op.kind == "put":
                 value = encode(op.value)
                 taken = self.steal.get(data)
@@ -127,8 +130,13 @@ class Plan:
         results: list[object] = [None] * len(self.ops)
         reads: dict[int, list[dict[str, Any]]] = {}
         position = 0
+        union: list[dict[str, Any]] | None = None
         for s, (role, n, _) in enumerate(self._shape):
             verb = self._verbs[s]
+            if role == "read" and not any(op.writes for op in self.ops):
+                union = union if union is not None else [result["KV"] for result in answer[position:]]
+                reads[n] = union
+                continue
             if role == "read":
                 ends = self._shape[s + 1][2] if s + 1 < len(self._shape) and self._shape[s + 1][0] == "mark" else None
                 found = []
@@ -151,7 +159,9 @@ class Plan:
                 data = self.layout.data(op.key)
                 results[n] = next((pair(op.key, e) for e in reads.get(n, []) if e["Key"] == data), None)
             elif op.kind == "list":
-                results[n] = [pair(self.layout.key_of(e["Key"]), e) for e in reads.get(n, [])]
+                tree = self.layout.tree(op.key)
+                listed = {e["Key"]: e for e in reads.get(n, []) if e["Key"].startswith(tree)}
+                results[n] = [pair(self.layout.key_of(key), e) for key, e in listed.items()]
         return results
 
     # -- a rolled-back transaction --------------------------------------------------------------
