@@ -1,12 +1,15 @@
 """Leases: the unit of liveness, and the one keeper per Store that renews them.
 
 A lease is alive while the store keeps it; keys written with ``lease=`` go
-when it goes. The client keeps its own deadline, ``ttl`` after the last
+when it goes. The client keeps its own deadline, ``hold`` after the last
 renewal that was *sent* before the previous deadline: a server counts its ttl
 from when it received that renewal, so the client's deadline is never later
-than the server's. Once that deadline passes the lease is lost for good, even
-if a late renewal would still have reached the server: a holder must stop
-acting on a lease before the store can hand its keys to someone else.
+than the server's. ``hold`` is the ttl, except on a backend whose server may
+expire a lease before its ttl has passed since the last renewal (Consul:
+see ``Store._lease_hold``), where it is the least time the server keeps it.
+Once that deadline passes the lease is lost for good, even if a late renewal
+would still have reached the server: a holder must stop acting on a lease
+before the store can hand its keys to someone else.
 
 The keeper runs on three lanes of the Store's clock: renewals on one, the
 deadlines on another (so a renewal stuck on a dead connection never delays
@@ -130,11 +133,12 @@ class _Lost(threading.Event):
 class _Kept:
     """The keeper's record of one lease: its deadline, its timers, whether it was revoked."""
 
-    __slots__ = ("deadline", "deadline_timer", "keeper", "renew_timer", "revoked")
+    __slots__ = ("deadline", "deadline_timer", "hold", "keeper", "renew_timer", "revoked")
 
-    def __init__(self, keeper: LeaseKeeper, deadline: float) -> None:
+    def __init__(self, keeper: LeaseKeeper, deadline: float, hold: float) -> None:
         self.keeper = keeper
         self.deadline = deadline
+        self.hold = hold  # how long after a renewal is sent the lease surely lives: the deadline's distance
         self.revoked = False
         self.renew_timer: Timer | None = None
         self.deadline_timer: Timer | None = None
@@ -172,13 +176,19 @@ class LeaseKeeper:
         self._renewals = clock.timers("lease-renew")
         self._callbacks = clock.timers("lease-callbacks")
 
-    def keep(self, lease_id: int, ttl: float, sent: float) -> Lease:
-        """A new Lease granted by a request sent at ``sent``, kept alive from now on."""
-        kept = _Kept(self, sent + ttl)
+    def keep(self, lease_id: int, ttl: float, sent: float, hold: float | None = None) -> Lease:
+        """A new Lease granted by a request sent at ``sent``, kept alive from now on.
+
+        ``hold`` (default: ``ttl``) is how long after a renewal is sent the
+        server surely keeps the lease: the deadline is that far from the last
+        renewal, and renewals go every hold/3.
+        """
+        hold = ttl if hold is None else min(hold, ttl)
+        kept = _Kept(self, sent + hold, hold)
         lease = Lease(lease_id, ttl, self._clock, kept)
         with self.lock:
             self._leases[lease] = kept
-            self._schedule(lease, kept, sent + ttl / 3)
+            self._schedule(lease, kept, sent + hold / 3)
         return lease
 
     def owns(self, lease: object) -> bool:
@@ -251,7 +261,7 @@ class LeaseKeeper:
         except Exception as exc:  # a backend's bug must not stop the renewals of every lease
             if not isinstance(exc, CoordError):
                 log.warning("renewing %r raised %r; retrying", lease, exc)
-            retry = sent + min(lease.ttl * _RETRY_FRACTION, _RETRY_CAP)
+            retry = sent + min(lease._kept.hold * _RETRY_FRACTION, _RETRY_CAP)
             with self.lock:
                 kept = self._leases.get(lease)
                 if kept is not None:
@@ -268,8 +278,8 @@ class LeaseKeeper:
             margin = kept.deadline - answered
             # Only a renewal sent before the deadline extends it: see the module docstring.
             if sent < kept.deadline:
-                kept.deadline = sent + lease.ttl
-            self._schedule(lease, kept, sent + lease.ttl / 3)
+                kept.deadline = sent + kept.hold
+            self._schedule(lease, kept, sent + kept.hold / 3)
         labels = self._labels()
         record("coord.lease.renewal.duration", answered - sent, labels)
         record("coord.lease.renewal.margin", margin, labels)

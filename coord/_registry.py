@@ -74,6 +74,9 @@ BACKENDS: tuple[Backend, ...] = (
         "zookeeper",
     ),
     Backend("redis", ("redis", "rediss"), "coord.backends.redis:RedisStore", "redis", "COORD_TEST_REDIS", "redis"),
+    Backend(
+        "consul", ("consul", "consuls"), "coord.backends.consul:ConsulStore", "consul", "COORD_TEST_CONSUL", "consul"
+    ),
 )
 
 

@@ -160,7 +160,7 @@ class Store(abc.ABC):
             check_ttl(ttl)
             sent = self.clock.now()
             lease_id, granted = self._lease_grant(float(ttl))
-            return self._keeper.keep(lease_id, granted, sent)
+            return self._keeper.keep(lease_id, granted, sent, self._lease_hold(granted))
 
     def close(self) -> None:
         """Revoke this Store's leases, end its watches and release its connections. Idempotent."""
@@ -237,6 +237,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def _lease_grant(self, ttl: float) -> tuple[int, float]:
         """Create a lease; return its id and the ttl the backend granted (it may round up)."""
+
+    def _lease_hold(self, ttl: float) -> float:
+        """How long after a renewal is sent the server surely still keeps a lease of ``ttl``: the client's deadline.
+
+        The ttl itself where the server expires a lease exactly ttl after its
+        last renewal. Less where it may expire it sooner: a Consul session of
+        TTL t goes anywhere from t to 2t after its last renewal, so coord asks
+        for t = ttl/2 (keys outlive a dead owner by at most ttl) and holds
+        for t. The keeper renews every hold/3.
+        """
+        return ttl
 
     @abc.abstractmethod
     def _lease_keepalive(self, lease: Lease) -> bool:

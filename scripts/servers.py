@@ -9,7 +9,8 @@
 
 Servers named etcd1, etcd2, etcd3 form a three-member etcd cluster, started on demand.
 
-Servers: etcd (v3 and, with --enable-v2, v2), zookeeper, redis. Each listens on
+Servers: etcd (v3 and, with --enable-v2, v2), zookeeper, redis, and consul: the
+tests' Consul HTTP API emulator (no Consul server installs here). Each listens on
 127.0.0.1 on a non-default port and keeps its data and PID file under
 $COORD_SERVERS_DIR (default /tmp/coord-servers); $COORD_SERVERS_PORT_OFFSET
 shifts every port. Tests import this module to kill, pause and restart servers.
@@ -83,6 +84,15 @@ class Server:
                 "java", "-Xmx256m", f"-Dzookeeper.log.dir={self.dir}", "-Dzookeeper.root.logger=WARN,CONSOLE",
                 "-cp", classpath, "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg),
             ]  # fmt: skip
+        if self.name == "consul":
+            # No Consul server installs here: the tests' Consul HTTP API emulator stands in (docs/backends.md).
+            # The limits are those docs/backends.md asks of a real agent; a short session_ttl_min keeps expiry tests short.
+            emulator = Path(__file__).resolve().parent.parent / "tests" / "support" / "consul_emulator.py"
+            return [
+                sys.executable, str(emulator), "--port", str(self.port), "--min-session-ttl", "1s",
+                "--kv-max-value-size", str(2 * 1024 * 1024), "--txn-max-req-len", str(8 * 1024 * 1024),
+                "--data-dir", str(data),
+            ]  # fmt: skip
         if self.name == "redis":
             return [
                 "redis-server", "--bind", HOST, "--port", str(self.port), "--dir", str(data),
@@ -135,6 +145,9 @@ class Server:
                 if self.name.startswith("etcd"):
                     sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
                     return b'"health":"true"' in _read_all(sock)
+                if self.name == "consul":
+                    sock.sendall(b"GET /v1/status/leader HTTP/1.0\r\n\r\n")
+                    return b" 200 " in _read_all(sock)
                 request, answer = probe[self.name]
                 sock.sendall(request)
                 return _read_all(sock).startswith(answer)
@@ -212,6 +225,8 @@ SERVERS = {
     "etcd": Server("etcd", 23790 + OFFSET, ("etcd-server",), "etcd"),
     "zookeeper": Server("zookeeper", 21810 + OFFSET, ("zookeeper", "default-jre-headless"), "java"),
     "redis": Server("redis", 26379 + OFFSET, ("redis-server",), "redis-server"),
+    # The tests' Consul HTTP API emulator (tests/support/consul_emulator.py), started like a server.
+    "consul": Server("consul", 28500 + OFFSET, (), sys.executable),
 }
 # A three-member etcd cluster for failover tests; started on demand by the tests.
 CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]

@@ -59,7 +59,7 @@ def lock_subjects(endpoint: Endpoint, name: str, *, ttl: float, peers: bool) -> 
     if not peers:
         return subjects
     address = {"host": endpoint.host, "port": endpoint.port, "name": name, "ttl": ttl}
-    for label in LOCK_PEERS[endpoint.backend]:
+    for label in LOCK_PEERS.get(endpoint.backend, {}):  # a backend without peers measured: coord alone
         spec: dict[str, Any] = {"label": label, **address}
         if label == "redis-py Lock":
             spec["impl"] = "redis-py"

@@ -10,6 +10,7 @@ Store's own connection, credentials and TLS; see docs/cli.md):
 - etcd: the ``Date`` header of its HTTP ``/version`` (whole seconds: the
   probe times the moment the second changes);
 - ZooKeeper: the ``ctime`` of an ephemeral znode it creates (milliseconds);
+- Consul: the ``Date`` header of its HTTP ``/v1/status/leader``, as etcd's;
 - sqlite and memory: the host's own clock, so there is no skew.
 
 Each gives ``offset`` (server minus this host, seconds) and ``error`` (how
@@ -94,11 +95,20 @@ def _reply(readline: Callable[[], bytes]) -> list[bytes]:
 
 
 def _etcd(url: str, timeout: float) -> Skew:
+    return _http_date(url, timeout, "http", 2379, "/version", "etcd HTTP Date header")
+
+
+def _consul(url: str, timeout: float) -> Skew:
+    scheme = "https" if urlsplit(url).scheme == "consuls" else "http"
+    return _http_date(url, timeout, scheme, 8500, "/v1/status/leader", "Consul HTTP Date header")
+
+
+def _http_date(url: str, timeout: float, scheme: str, default_port: int, path: str, how: str) -> Skew:
     import email.utils
     import urllib.request
 
     host, _, port = urlsplit(url).netloc.rsplit("@", 1)[-1].split(",")[0].rpartition(":")
-    endpoint = f"http://{host or '127.0.0.1'}:{port or 2379}/version"
+    endpoint = f"{scheme}://{host or '127.0.0.1'}:{port or default_port}{path}"
 
     def date() -> tuple[float, float, float]:
         sent = time.time()
@@ -113,7 +123,7 @@ def _etcd(url: str, timeout: float) -> Skew:
         _sent, stamp, back = date()
         if stamp != first:
             # The server's second `stamp` began between `before` (it still said `first`) and `back`.
-            return Skew(stamp - (before + back) / 2, (back - before) / 2, "etcd HTTP Date header")
+            return Skew(stamp - (before + back) / 2, (back - before) / 2, how)
         before = back
         time.sleep(0.005)
     raise RuntimeError("the Date header did not change within 2.5 s")
@@ -145,4 +155,5 @@ _PROBES: dict[str, Callable[[str, float], Skew]] = {
     "etcd": _etcd,
     "etcd2": _etcd,  # the same server and HTTP port: etcd v2 is its HTTP API
     "zookeeper": _zookeeper,
+    "consul": _consul,
 }
