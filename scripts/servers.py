@@ -233,6 +233,32 @@ CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd"
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
 
 
+def tls_files() -> dict[str, Path]:
+    """The tests' certificates, made once under ``ROOT/tls`` by trustme: a CA, a server certificate for
+    127.0.0.1 and localhost, a client certificate (CN ``coord-client``), and a second CA that signed
+    neither (to test a refused certificate). Every path is PEM; ``*-key`` files are the private keys."""
+    tls = ROOT / "tls"
+    names = ("ca", "server", "server-key", "client", "client-key", "other-ca")
+    files = {name: tls / f"{name}.pem" for name in names}
+    if all(path.exists() for path in files.values()):
+        return files
+    import trustme  # the test extra: only the TLS servers and tests need it
+
+    tls.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA(organization_name="coord tests")
+    server = ca.issue_cert(HOST, "localhost")
+    client = ca.issue_cert("coord-client", common_name="coord-client")
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(files["server"]))
+    server.private_key_pem.write_to_path(str(files["server-key"]))
+    client.cert_chain_pems[0].write_to_path(str(files["client"]))
+    client.private_key_pem.write_to_path(str(files["client-key"]))
+    trustme.CA(organization_name="not coord").cert_pem.write_to_path(str(files["other-ca"]))
+    for path in files.values():
+        path.chmod(0o644)  # servers running as other users (none here) could read them; keys are test-only
+    return files
+
+
 #: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
 #: shifted wall clock (the sqlite clock-step tests).
 TOOLS = {"faketime": "faketime"}
