@@ -288,7 +288,8 @@ def test_doctor_measures_a_reachable_store(tmp_path: Path) -> None:
     [report] = json_lines(done.stdout)
     assert report["reachable"] and report["backend"] == "sqlite"
     assert report["round_trip_ms"]["read_median"] >= 0
-    assert 0 <= report["lease_expiry_delay_ms"] < 1000
+    # sqlite ends a dead owner's lease at its exit (its flock), before the deadline: within the ttl of it.
+    assert -1000 <= report["lease_expiry_delay_ms"] < 1000
     failover = report["failover_ms"]
     assert failover["sigkill"] < 1000 + 1000 and failover["resign"] < 1000
     assert "sqlite" in str(report["guarantees"]) or "host" in str(report["guarantees"])

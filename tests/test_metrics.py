@@ -82,3 +82,34 @@ def test_without_an_sdk_nothing_is_recorded_and_nothing_breaks(tmp_path: object)
         child.expect("OK", 30)
     finally:
         child.close()
+
+
+RESYNC = r"""
+import json, sys
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+import coord
+with coord.connect(sys.argv[1]) as store:
+    for i in range(int(sys.argv[2])):
+        store.put("k", str(i).encode())
+    with store.watch("k", start_revision=1) as watch:   # long trimmed: the watch re-syncs
+        event = watch.get(timeout=10)
+counts = {m.name: sum(p.value for p in m.data.data_points)
+          for r in reader.get_metrics_data().resource_metrics for s in r.scope_metrics for m in s.metrics}
+print("RESYNCS", event.value.decode(), counts.get("coord.watch.resyncs", 0), flush=True)
+"""
+
+
+def test_a_watch_that_re_syncs_is_counted(tmp_path: object) -> None:
+    # More writes than each keeps (sqlite: its history option; memory: its 10,000 changes).
+    for url, writes in ((f"sqlite://{tmp_path}/r.db?history=10", 200), ("memory://", 10_100)):
+        child = Child.from_code(RESYNC, url, str(writes))
+        try:
+            words = child.expect("RESYNCS", 60)
+        finally:
+            child.close()
+        assert words[1:] == [str(writes - 1), "1"], (url, words)

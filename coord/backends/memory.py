@@ -222,6 +222,8 @@ class MemoryStore(Store):
             oldest = data.history[0].revision if data.history else data.revision + 1
             if start_revision is None or start_revision < oldest:
                 # The current state: from now, or because history was compacted.
+                if start_revision is not None:
+                    feed.resynced()
                 for name in sorted(data.keys):
                     if matches(name, key, tree):
                         pair = data.keys[name]

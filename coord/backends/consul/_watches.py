@@ -141,7 +141,9 @@ class ConsulWatch:
         if not changed and index <= self._index and not replay:
             return
         records: dict[str, list[Record]] = {}
-        if not self._reset:
+        if self._reset:
+            self._feed.resynced()
+        else:
             for record in self._records():
                 if self._index < record.revision <= index:
                     records.setdefault(record.key, []).append(record)

@@ -181,6 +181,7 @@ class Feed:
         snapshot's revision (when exactly it went is no longer known)."""
         revision, pairs = self._store._read(sub.key, "tree" if sub.tree else "key", conn)
         log.info("watch of %r re-synced at revision %d: the change log no longer reaches back", sub.key, revision)
+        watch.resynced()
         current = {pair.key: pair for pair in pairs}
         for pair in sorted(pairs, key=lambda p: p.revision):
             if sub.seen.get(pair.key) != pair.revision:

@@ -203,6 +203,8 @@ class SQLiteStore(Store):
             else:
                 revision, compacted, rows = db.run(lambda conn: _reads.start(conn, key, _host.now()))
             if start_revision is None or start_revision <= compacted:
+                if start_revision is not None:
+                    feed.resynced()  # the history it asked for is gone: the current state stands in
                 for name, value, rev in sorted(rows):
                     feed.emit(Event("put", name, value, rev))
                 feed.revision = revision

@@ -356,6 +356,7 @@ def _reap_owner(name: str, write: Write) -> bool:
 
 def _resync(conn: sqlite3.Connection, feed: WatchFeed, watched: _Watched, revision: int) -> None:
     """Catch a watch up from the current state: puts for what changed since it fell behind, deletes for what went."""
+    feed.resynced()
     rows = _reads.current(conn, watched.key, watched.tree, _host.now())
     now_present = set()
     for key, value, rev in sorted(rows, key=lambda row: row[2]):

@@ -277,6 +277,7 @@ class Log:
         live.until = reader.last_zxid
         nodes = sorted((f for f in found if not f[1].expired(f[2])), key=lambda f: f[0])
         if resync:
+            watch.resynced()
             nodes = [(k, n, stat) for k, n, stat in nodes if live.has.get(k) != stat.mzxid]
         # Every value read before the first event: a retry (chunks freed meanwhile) must not repeat any.
         events = [Event("put", k, self._blobs.read(t, n), stat.mzxid) for k, n, stat in nodes]
