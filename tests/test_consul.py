@@ -12,11 +12,9 @@ TLS refusals, secrets kept out of messages, and Consul's size limits.
 
 from __future__ import annotations
 
-import datetime
 import time
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ import coord
 from coord.backends.consul import _boundary
 from tests.support import drain, summary, wait_for
 from tests.support.consul_emulator import Emulator, tls_context
+from tests.support.servers import servers
 
 SECRET = "s3cret-t0ken-do-not-show"
 
@@ -221,58 +220,15 @@ def test_an_acl_token_is_required_and_never_shown(emulator: Any, monkeypatch: An
     assert SECRET not in "".join(traceback.format_exception(down.value)), "the traceback, causes included"
 
 
-def test_tls_with_the_servers_ca_and_a_client_certificate(emulator: Any, tmp_path: Path) -> None:
-    files = _certificates(tmp_path)
-    server = emulator(tls=tls_context(files["server.pem"], files["server.key"], files["ca.pem"]))
-    ca, cert, key = files["ca.pem"], files["client.pem"], files["client.key"]
-    with coord.connect(url(server, "consuls", ca=ca, cert=cert, key=key)) as store:
+def test_tls_with_the_servers_ca_and_a_client_certificate(emulator: Any) -> None:
+    files = {name: str(path) for name, path in servers.tls_files().items()}
+    server = emulator(tls=tls_context(files["server"], files["server-key"], files["ca"]))
+    ca, cert, key = files["ca"], files["client"], files["client-key"]
+    with coord.connect(url(server, "consuls", tls_ca=ca, tls_cert=cert, tls_key=key)) as store:
         assert store.put("k", b"over tls").value == b"over tls"
     with pytest.raises(coord.ConfigurationError, match="TLS"):
-        coord.connect(url(server, "consuls", cert=cert, key=key))  # the server's certificate is not trusted
+        coord.connect(url(server, "consuls", tls_cert=cert, tls_key=key))  # the server's certificate is not trusted
+    with pytest.raises(coord.ConfigurationError, match="TLS"):
+        coord.connect(url(server, "consuls", tls_ca=files["other-ca"], tls_cert=cert, tls_key=key))
     with pytest.raises((coord.ConfigurationError, coord.StoreUnavailable)):
-        coord.connect(url(server, "consuls", ca=ca, timeout=2))  # no client certificate
-
-
-def _certificates(folder: Path) -> dict[str, str]:
-    """A CA, and a server and a client certificate it signed, made now (nothing secret is committed)."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    paths: dict[str, str] = {}
-
-    def make(name: str, issuer: tuple[Any, Any] | None, *, ca: bool = False, host: bool = False) -> tuple[Any, Any]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer[0].subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if host:
-            import ipaddress
-
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-            )
-        cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-        (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / f"{name}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        paths[f"{name}.pem"], paths[f"{name}.key"] = str(folder / f"{name}.pem"), str(folder / f"{name}.key")
-        return cert, key
-
-    authority = make("ca", None, ca=True)
-    make("server", authority, host=True)
-    make("client", authority)
-    return paths
+        coord.connect(url(server, "consuls", tls_ca=ca, timeout=2))  # no client certificate

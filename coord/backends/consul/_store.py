@@ -62,9 +62,9 @@ class ConsulStore(Store):
     backend = BACKEND
     OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {
         "token": str,
-        "ca": str,
-        "cert": str,
-        "key": str,
+        "tls_ca": str,
+        "tls_cert": str,
+        "tls_key": str,
         "dc": str,
         "root": str,
         "history": float,
@@ -80,9 +80,9 @@ class ConsulStore(Store):
         prefix: str = "",
         clock: Clock | None = None,
         token: str | None = None,
-        ca: str | None = None,
-        cert: str | None = None,
-        key: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         dc: str | None = None,
         root: str = "coord",
         history: float = 30.0,
@@ -93,12 +93,12 @@ class ConsulStore(Store):
         for name, number in (("timeout", timeout), ("history", history), ("watch_wait", watch_wait)):
             if not 0 < number < math.inf:
                 raise ConfigurationError(f"{name} must be positive and finite, not {number!r}", backend=BACKEND)
-        if (cert is None) != (key is None):
-            raise ConfigurationError("give cert and key together", backend=BACKEND)
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigurationError("give tls_cert and tls_key together", backend=BACKEND)
         if not root.strip("/"):
             raise ConfigurationError("root must not be empty", backend=BACKEND)
-        tls = location.scheme == "consuls" or ca is not None or cert is not None
-        settings = Settings(location.endpoints(DEFAULT_PORT), tls, ca, cert, key, dc, float(timeout))
+        tls = location.scheme == "consuls" or tls_ca is not None or tls_cert is not None
+        settings = Settings(location.endpoints(DEFAULT_PORT), tls, tls_ca, tls_cert, tls_key, dc, float(timeout))
         self._consul = Boundary(settings, token or os.environ.get("CONSUL_HTTP_TOKEN") or None)
         self._layout = Layout(root)
         self._sessions = Sessions(self._consul, self.clock, float(history))
