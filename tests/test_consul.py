@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,3 +233,11 @@ def test_tls_with_the_servers_ca_and_a_client_certificate(emulator: Any) -> None
         coord.connect(url(server, "consuls", tls_ca=files["other-ca"], tls_cert=cert, tls_key=key))
     with pytest.raises((coord.ConfigurationError, coord.StoreUnavailable)):
         coord.connect(url(server, "consuls", tls_ca=ca, timeout=2))  # no client certificate
+
+
+def test_a_missing_tls_file_is_a_configuration_error_before_anything_is_sent(tmp_path: Path) -> None:
+    for option in ("tls_ca", "tls_cert"):
+        missing = tmp_path / "nowhere.pem"
+        other = {"tls_ca": "", "tls_cert": f"&tls_key={missing}"}[option]
+        with pytest.raises(coord.ConfigurationError, match="no such file"):
+            coord.connect(f"consuls://127.0.0.1:1?{option}={missing}{other}&timeout=0.5")

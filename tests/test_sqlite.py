@@ -73,10 +73,13 @@ def test_a_change_wakes_another_process_at_once(url: str) -> None:
 def test_an_idle_watch_costs_next_to_nothing(url: str) -> None:
     with coord.connect(url) as store, store.watch("idle"), store.watch_tree("idle-tree"):
         time.sleep(0.3)
-        start = time.process_time()
-        time.sleep(2.0)
-        used = time.process_time() - start
-    assert used < 0.04, f"{used / 2:.1%} of a core for two idle watches"
+        # The least of three windows: the test process's other threads (and a loaded machine) only add.
+        used = []
+        for _ in range(3):
+            start = time.process_time()
+            time.sleep(1.0)
+            used.append(time.process_time() - start)
+    assert min(used) < 0.02, f"{min(used):.1%} of a core for two idle watches (windows: {used})"
 
 
 # -- liveness: flock -----------------------------------------------------------------------

@@ -95,6 +95,9 @@ class ConsulStore(Store):
                 raise ConfigurationError(f"{name} must be positive and finite, not {number!r}", backend=BACKEND)
         if (tls_cert is None) != (tls_key is None):
             raise ConfigurationError("give tls_cert and tls_key together", backend=BACKEND)
+        for name, path in (("tls_ca", tls_ca), ("tls_cert", tls_cert), ("tls_key", tls_key)):
+            if path is not None and not os.path.isfile(path):
+                raise ConfigurationError(f"{name}: no such file: {path}", backend=BACKEND)
         if not root.strip("/"):
             raise ConfigurationError("root must not be empty", backend=BACKEND)
         tls = location.scheme == "consuls" or tls_ca is not None or tls_cert is not None
