@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ._errors import ConfigurationError
 
-__all__ = ["SECRET_OPTIONS", "Location", "is_secret", "mask", "mask_text", "parse_url"]
+__all__ = ["SECRET_OPTIONS", "Location", "flag", "is_secret", "mask", "mask_text", "parse_url"]
 
 #: Schemes whose "host" part is a file path or a name, not a list of servers.
 _LOCAL_SCHEMES = frozenset({"sqlite", "memory"})
@@ -53,6 +53,16 @@ def mask(url: str) -> str:
         else urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     )
     return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+def flag(text: str) -> bool:
+    """A true-or-false query-string option (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``)."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def mask_text(text: str) -> str:
