@@ -37,9 +37,6 @@ __all__ = ["Access"]
 
 log = logging.getLogger("coord.sqlite")
 
-#: The files SQLite keeps beside the database.
-SQLITE_SUFFIXES = ("-wal", "-shm", "-journal")
-
 _announced: set[Path] = set()
 _announced_lock = threading.Lock()
 
@@ -81,15 +78,15 @@ class Access:
         """Create the file ``path`` if it is missing (with the store's file mode)."""
         os.close(self.create(path))
 
-    def check(self, db: Path, side: list[Path]) -> None:
-        """Before opening ``db``: refuse another user's files (unless shared), make ours private (unless shared).
+    def check(self, paths: list[Path]) -> None:
+        """Before opening the store: refuse another user's ``paths``, make ours private (neither when shared).
 
-        ``side`` are coord's files and directories beside it (``_files``); a
-        path that does not exist yet is skipped (it will be created with the
-        store's mode).
+        ``paths`` are the store's own files and directories; one that does not
+        exist yet is skipped (it will be created with the store's mode).
         """
-        paths = [db, *(Path(f"{db}{suffix}") for suffix in SQLITE_SUFFIXES), *side]
         me = _euid()
+        if self.shared or me is None:
+            return
         opened: list[str] = []
         for path in paths:
             try:
@@ -98,8 +95,6 @@ class Access:
                 continue
             except OSError as exc:
                 raise ConfigurationError(f"cannot read the attributes of {path}: {exc}", backend="sqlite") from exc
-            if self.shared or me is None:
-                continue
             if info.st_uid != me:
                 raise ConfigurationError(_not_yours(path, info.st_uid, me), backend="sqlite")
             if stat.S_IMODE(info.st_mode) & 0o077:
@@ -111,16 +106,6 @@ class Access:
                 " with other users",
                 ", ".join(opened),
             )
-
-    def own_directory(self, folder: Path) -> None:
-        """Make coord's own directory (the default store's) private, as it would have been created (unless shared)."""
-        if self.shared or _euid() is None:
-            return
-        with contextlib.suppress(OSError):
-            info = os.stat(folder)
-            if info.st_uid == _euid() and stat.S_IMODE(info.st_mode) != 0o700:
-                log.warning("made %s private (mode 0700, was %04o)", folder, stat.S_IMODE(info.st_mode))
-                os.chmod(folder, 0o700)
 
     def announce(self, db: Path) -> None:
         """Log, once per path and process, which store this process uses (INFO, logger ``coord.sqlite``)."""
@@ -136,7 +121,9 @@ class Access:
             try:
                 os.chmod(path, mode)
             except OSError as exc:
-                raise ConfigurationError(f"cannot make {path} private (chmod {mode:04o}): {exc}") from exc
+                raise ConfigurationError(
+                    f"cannot make {path} private (chmod {mode:04o}): {exc}", backend="sqlite"
+                ) from exc
 
 
 def _euid() -> int | None:

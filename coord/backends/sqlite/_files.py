@@ -95,7 +95,8 @@ class Files:
         self.owners = self.dir / "owners"
         self.gate = str(self.dir / "gate")
         self.access = access
-        access.check(db, [self.dir, self.wake, self.owners, Path(self.gate)])
+        sqlite_files = [Path(f"{db}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+        access.check([db, *sqlite_files, self.dir, self.wake, self.owners, Path(self.gate)])
         access.touch(db)  # before SQLite creates it (0644): its -wal and -shm take its mode
         for folder in (self.wake, self.owners):
             access.make_dirs(folder)

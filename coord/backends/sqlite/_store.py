@@ -86,8 +86,8 @@ class SQLiteStore(Store):
         access = Access(shared)
         try:
             access.make_dirs(self.path.parent)
-            if self.path.parent == _default_path().parent:
-                access.own_directory(self.path.parent)
+            if self.path.parent == _default_path().parent:  # coord's own directory: private too
+                access.check([self.path.parent])
             self._files = Files(self.path, access)
         except OSError as exc:
             raise ConfigurationError(f"cannot create the files of {self.path}: {exc}") from exc
