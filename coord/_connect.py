@@ -13,33 +13,32 @@ from ._errors import ConfigurationError
 from ._exit import enroll
 from ._registry import find
 from ._store import Store
-from ._url import is_secret, parse_url
+from ._url import flag, is_secret, parse_url
 
-__all__ = ["connect", "default_store", "default_url"]
-
-
-def _flag(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
+__all__ = ["connect", "default_path", "default_store", "default_url"]
 
 
 # Options every backend takes, with their query-string parsers.
-_COMMON_OPTIONS: Mapping[str, Callable[[str], object]] = {"timeout": float, "prefix": str, "release_on_exit": _flag}
+_COMMON_OPTIONS: Mapping[str, Callable[[str], object]] = {"timeout": float, "prefix": str, "release_on_exit": flag}
 
 
 def default_url() -> str:
-    """``$COORD_URL``, or the embedded sqlite store in the per-user state directory."""
+    """``$COORD_URL``, or the embedded sqlite store in the per-user state directory (``default_path``)."""
     url = os.environ.get("COORD_URL")
     if url:
         return url
+    return f"sqlite://{default_path()}"
+
+
+def default_path() -> Path:
+    """The default store's file: ``coord.db`` in the user's state directory, so each user (each HOME) has their own.
+
+    ``~/.local/state/coord/coord.db`` on Linux (``$XDG_STATE_HOME/coord`` if
+    set); the directory is coord's own, kept 0700 (see the sqlite backend).
+    """
     import platformdirs
 
-    state = Path(platformdirs.user_state_dir("coord"))
-    return f"sqlite://{state / 'coord.db'}"
+    return Path(platformdirs.user_state_dir("coord")) / "coord.db"
 
 
 def connect(url: str | None = None, **options: object) -> Store:

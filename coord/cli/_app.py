@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,13 @@ def where(store: coord.Store) -> str:
     return mask_url(store.describe())
 
 
+class _Masking(logging.Formatter):
+    """Log lines with every URL in them masked: a client library's DEBUG line may quote one whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_text(super().format(record))
+
+
 class _Ordered(click.Group):
     """Subcommands listed in the order they were added (the issue's), not alphabetically."""
 
@@ -63,11 +71,9 @@ def cli(ctx: click.Context, url: str | None, as_json: bool, verbose: int) -> Non
     status, 123 if the lock or leadership was lost, 124 on --timeout.
     """
     if verbose:
-        logging.basicConfig(
-            level=logging.DEBUG if verbose > 1 else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Masking("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, handlers=[handler])
     ctx.obj = Settings(url or None, Output(as_json))
 
 
@@ -104,8 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(f"coord: {mask_text(str(exc))}", err=True)
         return error_status(exc)
     except ValueError as exc:  # a bound coord checks (a ttl over 30 days, a value over 1 MiB)
-        click.echo(f"coord: {exc}", err=True)
+        click.echo(f"coord: {mask_text(str(exc))}", err=True)
         return status.USAGE
+    except Exception as exc:  # a bug, or a client library's error that escaped: its traceback, URLs masked
+        click.echo(mask_text("".join(traceback.format_exception(exc))), err=True, nl=False)
+        return status.ERROR
     return result if isinstance(result, int) else status.OK
 
 

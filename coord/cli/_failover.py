@@ -10,6 +10,7 @@ last lease deadline is the store's expiry delay.
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
@@ -39,9 +40,9 @@ class Candidates:
 
     def start(self) -> int:
         args = [sys.executable, "-m", "coord.cli._candidate", self.name, "--ttl", str(self.ttl)]
-        if self.url:
-            args += ["--url", self.url]
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        # In the environment, not the command line: any user of the host can read a command line (ps).
+        env = {**os.environ, "COORD_URL": self.url} if self.url else None
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         self.processes[process.pid] = process
         threading.Thread(target=self._read, args=(process,), daemon=True).start()
         self.expect("READY", 30, pid=process.pid)

@@ -47,7 +47,7 @@ def doctor(settings: Settings, url: str | None, ttl: float, quick: bool) -> int:
         say(f"coord doctor: {report['store']}")
         report["round_trip_ms"] = _round_trips(store)
     except coord.ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(mask_text(str(exc))) from exc
     except coord.CoordError as exc:  # opening it, or its first operations
         shown = mask_url(url or settings.url or "the default store")
         _show(
@@ -100,7 +100,7 @@ def _skew(store: coord.Store, url: str | None) -> dict[str, Any]:
     found = measure_skew(store.backend, url or store.describe())
     if isinstance(found, Skew):
         return {"offset_ms": _ms(found.offset), "error_ms": _ms(found.error), "how": found.how}
-    return {"note": found}
+    return {"note": mask_text(found)}
 
 
 def _ms(seconds: float) -> float:

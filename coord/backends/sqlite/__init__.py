@@ -32,7 +32,9 @@ Modules, one job each:
 - ``_schema``: the tables, migration from the first layout, reboots;
 - ``_watcher``: the thread that feeds watches and reaps;
 - ``_files``: the side files (wake-up buckets, the gate, owners' locks);
-  ``_inotify``: the kernel's wake-ups; ``_host``: the clock and the boot.
+  ``_inotify``: the kernel's wake-ups; ``_host``: the clock and the boot;
+- ``_access``: who may open the store (0700/0600 whatever the umask,
+  another user's files refused unless ``shared=true``).
 
 Limits: one host (SQLite's locking and flock are not for network file
 systems); writers are serialised. docs/backends.md says what each

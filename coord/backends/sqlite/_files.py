@@ -34,6 +34,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ._access import Access
+
 __all__ = ["BUCKETS", "FLOCK", "Files", "Owner", "bucket", "probe"]
 
 if sys.platform != "win32":
@@ -87,22 +89,25 @@ def _trees_above(prefix: str) -> tuple[int, ...]:
 class Files:
     """Paths of one database's side files, and the touches a writer makes after it commits."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, access: Access) -> None:
         self.dir = Path(f"{db}-coord")
         self.wake = self.dir / "wake"
         self.owners = self.dir / "owners"
         self.gate = str(self.dir / "gate")
+        self.access = access
+        sqlite_files = [Path(f"{db}{suffix}") for suffix in ("-wal", "-shm", "-journal")]
+        access.check([db, *sqlite_files, self.dir, self.wake, self.owners, Path(self.gate)])
+        access.touch(db)  # before SQLite creates it (0644): its -wal and -shm take its mode
         for folder in (self.wake, self.owners):
-            folder.mkdir(parents=True, exist_ok=True)
-        self._gate_fd = os.open(self.gate, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            access.make_dirs(folder)
+        self._gate_fd = access.create(self.gate, os.O_RDWR)
         self._wake = [str(self.wake / f"{'kt'[n // _SPREAD]}{n % _SPREAD:02x}") for n in range(BUCKETS)]
 
     def bucket_path(self, number: int) -> str:
         """The bucket's file, created if absent (by a listener, before it listens)."""
         path = self._wake[number]
         if not os.path.exists(path):
-            with open(path, "a"):
-                pass
+            self.access.touch(path)
         return path
 
     def committed(self, keys: list[str], listened: bytes) -> None:
@@ -131,8 +136,9 @@ class Files:
 class Owner:
     """This Store's lock file, created and locked on its first lease grant; named in each lease row."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, access: Access) -> None:
         self._folder = folder
+        self._access = access
         self.name: str | None = None
         self._fd = -1
 
@@ -141,7 +147,7 @@ class Owner:
         if self.name is not None or not FLOCK:
             return self.name
         name = uuid.uuid4().hex
-        fd = os.open(self._folder / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = self._access.create(self._folder / name, os.O_RDWR)
         if not _try_lock(fd):  # a fresh name: nobody else can hold it
             os.close(fd)
             raise OSError(f"cannot lock {self._folder / name}")

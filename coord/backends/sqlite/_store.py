@@ -16,9 +16,10 @@ from ..._lease import Lease
 from ..._store import Store, labelled
 from ..._txn import Op
 from ..._types import Event, KVPair
-from ..._url import Location
+from ..._url import Location, flag
 from ..._watch import WatchFeed
 from . import _host, _reads
+from ._access import Access
 from ._boundary import Gate
 from ._db import Db
 from ._files import Files, Owner
@@ -48,6 +49,7 @@ class SQLiteStore(Store):
         "poll_interval": float,
         "history": int,
         "history_bytes": int,
+        "shared": flag,
     }
 
     def __init__(
@@ -60,6 +62,7 @@ class SQLiteStore(Store):
         poll_interval: float | None = None,
         history: int = HISTORY,
         history_bytes: int = HISTORY_BYTES,
+        shared: bool = False,
     ) -> None:
         if clock is not None:
             raise NotSupported(
@@ -77,19 +80,25 @@ class SQLiteStore(Store):
                 f"sqlite://{location.path} is not a file that several connections share (the watch thread has its"
                 " own): use memory:// for a store inside one process, or sqlite:///path/to/file.db"
             )
+        if not isinstance(shared, bool):
+            raise ConfigurationError(f"shared must be true or false, not {shared!r}")
         self.path = Path(location.path).expanduser()
+        access = Access(shared)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._files = Files(self.path)
+            access.make_dirs(self.path.parent)
+            if self.path.parent == _default_path().parent:  # coord's own directory: private too
+                access.check([self.path.parent])
+            self._files = Files(self.path, access)
         except OSError as exc:
             raise ConfigurationError(f"cannot create the files of {self.path}: {exc}") from exc
         self._lock = threading.RLock()
-        self._owner = Owner(self._files.owners)
+        self._owner = Owner(self._files.owners, access)
         try:
             self._db: Db | None = self._open()
         except BaseException:
             self._files.close()
             raise
+        access.announce(self.path)
         self._watcher: Watcher | None = None
         _STORES.add(self)
 
@@ -273,6 +282,12 @@ def _apply(write: Write, op: Op) -> object:
     if op.kind == "list":
         return _reads.listing(write.db, op.key, write.now)
     return None
+
+
+def _default_path() -> Path:
+    from ..._connect import default_path
+
+    return default_path().expanduser()
 
 
 def _wakes() -> bool:
