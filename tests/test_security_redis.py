@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import pytest
 import redis
@@ -87,11 +87,11 @@ def make_user(admin: Any) -> Iterator[Callable[..., str]]:
     """Makes a user with an ACL rule, returns the URL that connects as it; deletes them afterwards."""
     made: list[str] = []
 
-    def make(rule: str, **options: Any) -> str:
+    def make(rule: str, password: str = SECRET, **options: Any) -> str:
         name = f"t{uuid.uuid4().hex[:10]}"
-        admin.execute_command("ACL", "SETUSER", name, "on", f">{SECRET}", *rule.split())
+        admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", *rule.split())
         made.append(name)
-        return url(user=name, password=SECRET, **options)
+        return url(user=name, password=quote(password, safe=""), **options)
 
     yield make
     if made:
@@ -151,6 +151,31 @@ def test_a_host_the_certificate_does_not_name_connects_only_with_the_check_off()
     """tls_verify_hostname=false turns the hostname check off (and only that: the CA still counts)."""
     with coord.connect(url(host=servers.REDIS_UNNAMED_HOST, tls_verify_hostname="false")) as store:
         assert store.put("k", b"v").value == b"v"
+
+
+def test_a_tls_option_turns_tls_on_for_redis_urls_too() -> None:
+    """redis:// with tls_ca (and a client certificate) speaks TLS, as rediss:// does."""
+    with coord.connect(fresh_namespace(url().replace("rediss://", "redis://", 1))) as store:
+        assert store.describe().startswith("redis://") and store.put("k", b"v").value == b"v"
+
+
+def test_a_password_is_percent_decoded(make_user: Callable[..., str]) -> None:
+    """A password with the URL's own delimiters in it, percent-encoded in the URL, authenticates."""
+    with coord.connect(fresh_namespace(make_user(servers.REDIS_ACL_RULE, password=f"p@ss:w/rd%?#{SECRET}"))) as store:
+        assert store.put("k", b"v").value == b"v"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"tls_ca": "/nonexistent/ca.pem"}, "tls_ca: no such file"),
+        ({"tls_cert": None}, "tls_key needs tls_cert"),
+    ],
+)
+def test_tls_files_are_checked_before_connecting(options: dict[str, Any], expected: str) -> None:
+    """A missing file, or a key without its certificate, is a ConfigurationError that names it."""
+    with pytest.raises(coord.ConfigurationError, match=expected):
+        coord.connect(url(**options))
 
 
 def test_the_acl_rule_in_the_docs_is_the_test_servers() -> None:
