@@ -12,8 +12,11 @@ after ``timeout``).
 A missing client certificate shows late: under TLS 1.3 the server checks
 it after the handshake, so the client's first write finds the connection
 closed (``EOF occurred in violation of protocol``), as after any broken
-connection. The server's alert that says why is still unread in the
-socket: ``read_alert`` reads it, so the refusal can be told from a crash.
+connection, and the server's alert that says why is mostly lost with it.
+``read_alert`` then opens a second connection that sends nothing and hears
+the alert (a server that accepts the certificate stays silent), so the
+refusal is told from a crash at the cost of one handshake, on that failure
+only.
 """
 
 from __future__ import annotations

@@ -189,7 +189,11 @@ class RedisStore(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, _TRANSIENT) and not isinstance(exc, _FATAL) and refusal(exc, self._options, "") is None
+        return (
+            isinstance(exc, _TRANSIENT)
+            and not isinstance(exc, _FATAL)
+            and refusal(exc, self._options, self._namespace) is None
+        )
 
     def _run(self, name: str, *args: str | bytes, conn: Connection | None = None, once: bool = True) -> Any:
         """Run one script. A mutation carries a request id, so a retry cannot apply it twice."""
