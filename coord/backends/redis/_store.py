@@ -11,9 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote, urlsplit
 
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -25,7 +23,6 @@ from redis.exceptions import (
     TimeoutError,
     TryAgainError,
 )
-from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from ..._clock import Clock
@@ -37,6 +34,7 @@ from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._feed import Feed
+from ._identity import client_options, refusal
 from ._replies import ERRORS, failed_op, ms, pair, record, txn_args, txn_results
 from ._scripts import MUTATIONS
 from ._wire import Connection, ReplicaShortfall, Wire
@@ -52,6 +50,15 @@ _TRANSIENT = (ConnectionError, TimeoutError, ReadOnlyError, TryAgainError)
 _FATAL = (AuthenticationError, AuthorizationError, NoPermissionError)
 
 
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _parse_db(location: Location) -> int:
     path = location.path.strip("/")
     try:
@@ -65,7 +72,12 @@ class RedisStore(Store):
 
     Options: ``namespace`` (default ``coord``) names the hash tag of every key;
     ``history`` (default 100 000) is how many changes watches can replay;
-    ``tls_ca`` is a CA file to verify a ``rediss://`` server with;
+    ``tls_ca`` is a CA file to verify a ``rediss://`` server with (the
+    system's CAs by default), ``tls_cert`` and ``tls_key`` a client
+    certificate and its key; any of them turns TLS on. The server's
+    certificate must name the host of the URL, unless
+    ``tls_verify_hostname=false`` (a hazard: any certificate of a trusted CA
+    then passes, a man in the middle's too);
     ``replicas`` (default 0) makes every write wait until that many replicas
     have it (``WAIT``, up to a quarter of ``timeout``), else it raises
     ``StoreUnavailable``: applied on the primary, outcome unknown. A user and
@@ -77,6 +89,9 @@ class RedisStore(Store):
         "namespace": str,
         "history": int,
         "tls_ca": str,
+        "tls_cert": str,
+        "tls_key": str,
+        "tls_verify_hostname": _flag,
         "replicas": int,
     }
 
@@ -90,6 +105,9 @@ class RedisStore(Store):
         namespace: str = "coord",
         history: int = 100_000,
         tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify_hostname: bool = True,
         replicas: int = 0,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
@@ -102,7 +120,16 @@ class RedisStore(Store):
         if not namespace or any(ch in namespace for ch in "{}"):
             raise ConfigurationError(f"namespace must be non-empty and without braces, not {namespace!r}")
         self._timeout = float(timeout)
-        self._options = _client_options(location, self._timeout, tls_ca)
+        self._namespace = namespace
+        self._options = client_options(
+            location,
+            timeout=self._timeout,
+            db=_parse_db(location),
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_verify_hostname=tls_verify_hostname,
+        )
         self._where = f"{location.scheme}://{self._options['host']}:{self._options['port']}/{self._options['db']}"
         self._epoch: int | None = None  # the server's epoch, as far as this Store knows (see _booted)
         self._epochs_seen = 0  # how many times it changed under this Store
@@ -134,28 +161,39 @@ class RedisStore(Store):
         """Run ``fn`` and translate every redis-py error.
 
         Transient failures are retried within the timeout, unless ``retry``
-        is false (the watch thread, which does its own retrying).
+        is false (the watch thread, which does its own retrying). A refused
+        identity (``_identity.refusal``) is a ``ConfigurationError`` at once.
         """
         started = time.monotonic()
         try:
             try:
                 return fn()  # the common case, without the cost of setting up tenacity
             except _TRANSIENT as exc:
-                if not retry or isinstance(exc, _FATAL):
+                if not retry or not self._transient(exc):
                     raise
             for attempt in Retrying(
                 stop=stop_after_delay(self._timeout - (time.monotonic() - started)),
                 wait=wait_exponential(multiplier=0.02, max=0.5),
-                retry=retry_if_exception(lambda exc: isinstance(exc, _TRANSIENT) and not isinstance(exc, _FATAL)),
+                retry=retry_if_exception(self._transient),
                 reraise=True,
             ):
                 with attempt:
                     return fn()
         except RedisError as exc:
+            refused = refusal(exc, self._options, self._namespace)
+            if refused is not None:  # redis-py's and the server's texts never hold the password
+                raise ConfigurationError(f"{self._where} refused: {refused}", backend="redis") from exc
             raise _translate(exc, self._where) from exc
         except (OSError, ValueError) as exc:  # redis-py's socket code, e.g. a connection closed under it
             raise StoreUnavailable(f"redis connection failed: {exc}", backend="redis") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient(self, exc: BaseException) -> bool:
+        return (
+            isinstance(exc, _TRANSIENT)
+            and not isinstance(exc, _FATAL)
+            and refusal(exc, self._options, self._namespace) is None
+        )
 
     def _run(self, name: str, *args: str | bytes, conn: Connection | None = None, once: bool = True) -> Any:
         """Run one script. A mutation carries a request id, so a retry cannot apply it twice."""
@@ -272,26 +310,6 @@ def _translate(exc: RedisError, where: str) -> CoordError:
             return ERRORS[code](rest)
     if isinstance(exc, ReplicaShortfall):
         return StoreUnavailable(f"{where}: {exc}; the write was applied on the primary and may be lost")
-    if isinstance(exc, _FATAL):
-        return StoreUnavailable(f"{where} refused coord's credentials: {exc}")
     if isinstance(exc, _TRANSIENT):
         return StoreUnavailable(f"{where} could not be reached: {exc}")
     return StoreUnavailable(f"{where} failed: {exc}")
-
-
-def _client_options(location: Location, timeout: float, tls_ca: str | None) -> dict[str, Any]:
-    """redis-py's connection options for ``location``."""
-    host, port = location.endpoints(6379)[0]
-    parts = urlsplit(location.url)
-    return {
-        "host": host,
-        "port": port,
-        "db": _parse_db(location),
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "ssl": location.scheme == "rediss",
-        "ssl_ca_certs": tls_ca,
-        "socket_connect_timeout": min(timeout, 2.0),
-        "retry": Retry(NoBackoff(), 0),  # coord retries, at one boundary (_call)
-        "socket_keepalive": True,
-    }

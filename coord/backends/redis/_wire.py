@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 import redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from ._identity import read_alert
 from ._scripts import SCRIPTS, WRITES, source
 
 #: Idle connections kept for reuse; more are opened while more threads call at once.
@@ -198,8 +199,15 @@ class Wire:
             self._idle.append(conn)
 
     def _boot(self, conn: Connection) -> None:
-        """redis-py's hook on every new connection: its handshake, then the boot script."""
-        conn.on_connect()
+        """redis-py's hook on every new connection: its handshake, then the boot script. A TLS
+        connection that breaks here may be the server refusing our certificate: its alert says so."""
+        try:
+            conn.on_connect()
+        except redis.exceptions.ConnectionError as exc:
+            alert = read_alert(conn, exc)
+            if alert is not None:
+                raise alert from exc
+            raise
         conn.send_packed_command([self._boot_command], check_health=False)
         self._on_boot(conn.read_response())
 
