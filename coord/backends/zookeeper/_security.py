@@ -140,8 +140,9 @@ def _tls(scheme: str, ca: str | None, cert: str | None, key: str | None, verify_
             raise ConfigurationError(f"{name}: no such file: {path!r}", backend=BACKEND)
     if key is not None and cert is None:
         raise ConfigurationError("tls_key needs tls_cert (the client certificate it goes with)", backend=BACKEND)
-    # Load them once here, so that a file that is not PEM is refused now, not as a failing handshake.
-    context = ssl.create_default_context()
+    # Load them once here, so that a file that is not PEM is refused now, not as a failing handshake (a bare
+    # context: the system's CAs, which kazoo loads itself, take 20 ms to load).
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if ca is not None:
             context.load_verify_locations(ca)
