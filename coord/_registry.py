@@ -67,7 +67,7 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("etcd2", ("etcd2", "etcd2s"), "coord.backends.etcd2:Etcd2Store", "etcd2", "COORD_TEST_ETCD2", "etcd"),
     Backend(
         "zookeeper",
-        ("zookeeper", "zk"),
+        ("zookeeper", "zk", "zookeepers"),
         "coord.backends.zookeeper:ZooKeeperStore",
         "zookeeper",
         "COORD_TEST_ZOOKEEPER",

@@ -84,6 +84,8 @@ class Server:
                 "java", "-Xmx256m", f"-Dzookeeper.log.dir={self.dir}", "-Dzookeeper.root.logger=WARN,CONSOLE",
                 "-cp", classpath, "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg),
             ]  # fmt: skip
+        if self.name == "zookeeper-secure":
+            return _zookeeper_secure_command(self)
         if self.name == "consul":
             # No Consul server installs here: the tests' Consul HTTP API emulator stands in (docs/backends.md).
             # The limits are those docs/backends.md asks of a real agent; a short session_ttl_min keeps expiry tests short.
@@ -140,6 +142,8 @@ class Server:
             "zookeeper": (b"ruok", b"imok"),
             "redis": (b"PING\r\n", b"+PONG"),
         }
+        if self.name == "zookeeper-secure":
+            return _zookeeper_secure_answers(self)
         try:
             with socket.create_connection((HOST, self.port), timeout=1) as sock:
                 if self.name.startswith("etcd"):
@@ -227,6 +231,8 @@ SERVERS = {
     "redis": Server("redis", 26379 + OFFSET, ("redis-server",), "redis-server"),
     # The tests' Consul HTTP API emulator (tests/support/consul_emulator.py), started like a server.
     "consul": Server("consul", 28500 + OFFSET, (), sys.executable),
+    # ZooKeeper with TLS (Netty, client certificates required) and digest authentication required.
+    "zookeeper-secure": Server("zookeeper-secure", 21910 + OFFSET, ("zookeeper", "default-jre-headless"), "java"),
 }
 # A three-member etcd cluster for failover tests; started on demand by the tests.
 CLUSTER = [Server(f"etcd{i}", 23790 + OFFSET + i * 100, ("etcd-server",), "etcd") for i in (1, 2, 3)]
@@ -345,6 +351,75 @@ def redis_secure_env() -> list[str]:
 # -- end of redis-secure ---------------------------------------------------------------------------------
 
 
+#: The secure ZooKeeper's digest credentials (ZooKeeper's digest scheme checks no password: any user:password
+#: authenticates as its own identity, so these are simply the identity the tests' URL uses).
+ZOOKEEPER_SECURE_USER, ZOOKEEPER_SECURE_PASSWORD = "coord", "zk-test-password"
+
+
+def _zookeeper_secure_command(server: Server) -> list[str]:
+    """ZooKeeper 3.8 on Netty: TLS on ``port`` (client certificates from the tests' CA required), a plaintext
+    port at ``port + 1`` (127.0.0.1 only: to compare TLS with plaintext on one server), and on both
+    every session must authenticate with the digest scheme (``enforce.auth``) before any request."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509 import load_pem_x509_certificate
+
+    tls = tls_files()
+    # ZooKeeper 3.8 reads a PEM trust store, but its PEM key reader knows RSA and DSA keys only (trustme's are
+    # ECDSA): the server's key and certificate go to it as PKCS#12.
+    keystore = server.dir / "server-keystore.p12"
+    key = serialization.load_pem_private_key(tls["server-key"].read_bytes(), None)
+    cert = load_pem_x509_certificate(tls["server"].read_bytes())
+    encryption = serialization.BestAvailableEncryption(b"coord-test")
+    keystore.write_bytes(pkcs12.serialize_key_and_certificates(b"server", key, cert, None, encryption))  # type: ignore[arg-type]
+    cfg = server.dir / "zoo.cfg"
+    cfg.write_text(
+        f"tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=60000\ninitLimit=10\nsyncLimit=5\n"
+        f"dataDir={server.dir / 'data'}\nclientPort={server.port + 1}\nclientPortAddress={HOST}\n"
+        f"secureClientPort={server.port}\nsecureClientPortAddress={HOST}\n"
+        "admin.enableServer=false\n4lw.commands.whitelist=ruok,srvr,stat\nmaxClientCnxns=1000\n"
+        f"ssl.keyStore.location={keystore}\nssl.keyStore.type=PKCS12\nssl.keyStore.password=coord-test\n"
+        f"ssl.trustStore.location={tls['ca']}\nssl.trustStore.type=PEM\nssl.clientAuth=need\n"
+        "authProvider.x509=org.apache.zookeeper.server.auth.X509AuthenticationProvider\n"
+        "enforce.auth.enabled=true\nenforce.auth.schemes=digest\n"
+    )
+    # Debian's zookeeper.jar lists Netty's handler but not the codec and resolver it needs.
+    netty = ":".join(f"/usr/share/java/netty-{part}.jar" for part in ("codec", "resolver"))
+    classpath = f"/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:{netty}"
+    return [
+        "java", "-Xmx256m", f"-Dzookeeper.log.dir={server.dir}", "-Dzookeeper.root.logger=WARN,CONSOLE",
+        "-Dzookeeper.serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+        "-cp", classpath, "org.apache.zookeeper.server.ZooKeeperServerMain", str(cfg),
+    ]  # fmt: skip
+
+
+def _zookeeper_secure_answers(server: Server) -> bool:
+    """``ruok`` over TLS, with the tests' client certificate: the secure port is up and its TLS works."""
+    import ssl
+
+    tls = tls_files()
+    context = ssl.create_default_context(cafile=str(tls["ca"]))
+    context.load_cert_chain(str(tls["client"]), str(tls["client-key"]))
+    try:
+        with (
+            socket.create_connection((HOST, server.port), timeout=1) as raw,
+            context.wrap_socket(raw, server_hostname=HOST) as sock,
+        ):
+            sock.sendall(b"ruok")
+            return _read_all(sock).startswith(b"imok")
+    except OSError:
+        return False
+
+
+def zookeeper_secure_url() -> str:
+    """A URL that opens the secure ZooKeeper: TLS with the client certificate, and the digest identity."""
+    tls, server = tls_files(), SERVERS["zookeeper-secure"]
+    return (
+        f"zookeepers://{ZOOKEEPER_SECURE_USER}:{ZOOKEEPER_SECURE_PASSWORD}@{HOST}:{server.port}"
+        f"?tls_ca={tls['ca']}&tls_cert={tls['client']}&tls_key={tls['client-key']}"
+    )
+
+
 #: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
 #: shifted wall clock (the sqlite clock-step tests).
 TOOLS = {"faketime": "faketime"}
@@ -363,7 +438,7 @@ def install(names: list[str]) -> None:
 
 
 def _installed(server: Server) -> bool:
-    if server.name == "zookeeper":
+    if server.name.startswith("zookeeper"):
         return bool(shutil.which("java")) and Path("/usr/share/java/zookeeper.jar").exists()
     return bool(shutil.which(server.binary))
 
@@ -372,11 +447,14 @@ def env_lines() -> list[str]:
     """One export per backend of coord's table that is tested against one of these servers."""
     from coord._registry import server_backends
 
-    return [
+    lines = [
         f"export {backend.test_env}={SERVERS[backend.server].url(backend.schemes[0])}"
         for backend in server_backends()
         if backend.server in SERVERS
-    ] + redis_secure_env()
+    ]
+    lines += redis_secure_env()
+    lines.append(f"export COORD_TEST_ZOOKEEPER_SECURE='{zookeeper_secure_url()}'")
+    return lines
 
 
 def main(argv: list[str]) -> int:

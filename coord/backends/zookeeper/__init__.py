@@ -1,4 +1,5 @@
-"""``zookeeper://host:port[,host:port...][/chroot]`` (alias ``zk://``): the Store on ZooKeeper, through kazoo.
+"""``zookeeper://[user:password@]host:port[,host:port...][/chroot]`` (alias ``zk://``; ``zookeepers://`` for TLS):
+the Store on ZooKeeper, through kazoo.
 
 Layout, under the ``root`` option (default ``/coord``) inside the URL's chroot
 (which must exist, as for any ZooKeeper client)::
@@ -47,8 +48,14 @@ gone stays on the server, invisible, until some write or watch reaps it;
 so do the chunks of a big value held by such a key or by an expired lease
 key that nobody reaps.
 
+Security (``_security``): every session of the Store authenticates with the
+URL's digest credentials, and every znode it creates gets the ``acl``
+option's ACL: by default every permission to that identity only with
+credentials, ZooKeeper's open ACL without. An identity the server or an ACL
+refuses, and a refused certificate, raise ``ConfigurationError`` at once.
+
 Modules: ``_layout`` (paths, escaping, the header), ``_boundary`` (the one
-place kazoo's errors become coord's), ``_reads`` and ``_notify`` (the two
+place kazoo's errors become coord's), ``_security`` (TLS, digest, ACLs), ``_reads`` and ``_notify`` (the two
 ZooKeeper 3.6 requests kazoo lacks: multiRead, persistent watches),
 ``_blobs``, ``_keys`` (reads and deletes shared by all), ``_writes``,
 ``_transaction_plan`` and ``_transactions``, ``_log``, ``_worker``,

@@ -31,12 +31,15 @@ from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
+    AuthFailedError,
     ConnectionClosedError,
     ConnectionLoss,
     KazooException,
+    NoAuthError,
     OperationTimeoutError,
     RolledBackError,
     RuntimeInconsistency,
+    SessionClosedRequireSaslError,
     SessionExpiredError,
     SessionMovedError,
 )
@@ -45,8 +48,10 @@ from kazoo.retry import KazooRetry
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ..._errors import StoreClosed, StoreUnavailable
+from ._security import HideCredentials, Security, refusal, watch_refusals
 
 log = logging.getLogger("coord.zookeeper")
+log.addFilter(HideCredentials())  # the logger kazoo logs to (``open_client``)
 T = TypeVar("T")
 
 TRANSIENT = (ConnectionLoss, OperationTimeoutError, SessionExpiredError, SessionMovedError, KazooTimeoutError)
@@ -86,27 +91,38 @@ class Retry(Exception):
     """Start the call over: what it read or prepared is gone (retried like a lost connection)."""
 
 
-def connect(hosts: str, ttl: float, timeout: float) -> KazooClient:
+def connect(hosts: str, ttl: float, timeout: float, security: Security) -> KazooClient:
     """A started kazoo client whose session times out after ``ttl``; kazoo reconnects it forever."""
-    client = open_client(hosts, ttl)
-    start(client, hosts, timeout)
+    client = open_client(hosts, ttl, security)
+    start(client, hosts, timeout, security)
     return client
 
 
-def open_client(hosts: str, ttl: float) -> KazooClient:
+def open_client(hosts: str, ttl: float, security: Security) -> KazooClient:
     # command_retry=None: retries are ours (``call``), so a write retried after a lost reply can check itself.
     retry = KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=1.0)
     # The protocol carries the session timeout as a signed 32-bit count of ms; the server grants at most its
     # maxSessionTimeout anyway (40 s by default), and the lease reports what it granted.
     timeout = min(ttl, _MAX_SESSION)
-    return KazooClient(hosts=hosts, timeout=timeout, connection_retry=retry, command_retry=None, logger=log)
+    client = KazooClient(
+        hosts=hosts, timeout=timeout, connection_retry=retry, command_retry=None, logger=log, **security.client_args()
+    )
+    watch_refusals(client)
+    return client
 
 
-def start(client: KazooClient, hosts: str, timeout: float) -> None:
-    try:
-        client.start(timeout=min(_MAX_WAIT, timeout))
-    except KazooTimeoutError as exc:
-        raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}") from exc
+def start(client: KazooClient, hosts: str, timeout: float, security: Security) -> None:
+    """Connect ``client`` within ``timeout``; a refused certificate fails at once, not at the timeout."""
+    deadline = time.monotonic() + min(_MAX_WAIT, timeout)
+    connected, refused = client.start_async(), refusal(client)
+    while not connected.is_set() and time.monotonic() < deadline:
+        if refused is not None and refused.reason is not None:
+            stop(client)
+            raise security.refused(refused.reason)
+        connected.wait(min(0.02, max(0.0, deadline - time.monotonic())))
+    if not client.connected:
+        stop(client)
+        raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}")
 
 
 def stop(client: KazooClient) -> None:
@@ -120,9 +136,9 @@ def stop(client: KazooClient) -> None:
 class Boundary:
     """The Store's main client, and the one place kazoo's errors become coord's."""
 
-    def __init__(self, hosts: str, timeout: float, session_timeout: float, log_path: str) -> None:
-        self.hosts, self.timeout, self._log = hosts, min(timeout, _MAX_WAIT), log_path
-        self.client = connect(hosts, session_timeout, timeout)
+    def __init__(self, hosts: str, timeout: float, session_timeout: float, log_path: str, security: Security) -> None:
+        self.hosts, self.timeout, self._log, self.security = hosts, min(timeout, _MAX_WAIT), log_path, security
+        self.client = connect(hosts, session_timeout, timeout, security)
         self.on_trim_due: Callable[[], None] = lambda: None
         self._commits = itertools.count(1)
         self.fence = 0  # the newest zxid a write of this Store returned, on any of its sessions
@@ -145,14 +161,28 @@ class Boundary:
                     finally:
                         attempt.retried = True
         except (*TRANSIENT, Retry) as exc:
+            refused = refusal(self.client)
+            if refused is not None and refused.reason is not None:  # reconnecting, each time refused
+                raise self.security.refused(refused.reason) from exc
             raise StoreUnavailable(f"ZooKeeper at {self.hosts} did not answer within {limit}s: {exc!r}") from exc
         except ConnectionClosedError as exc:
             raise StoreClosed("the ZooKeeper connection is closed") from exc
         except Failed as exc:
+            self.refuse(exc.error, exc.op[1] if exc.op[0] not in ("log", "free") else self._log)
             raise StoreUnavailable(f"ZooKeeper refused a write: {exc.error!r}") from exc.error
         except KazooException as exc:
+            self.refuse(exc, None)
             raise StoreUnavailable(f"ZooKeeper refused the request: {exc!r}") from exc
         raise AssertionError("unreachable")
+
+    def refuse(self, error: Exception, path: str | None) -> None:
+        """Raise ``ConfigurationError`` if ``error`` is the server refusing this identity: never worth a retry."""
+        if isinstance(error, NoAuthError):
+            raise self.security.not_allowed(path) from error
+        if isinstance(error, SessionClosedRequireSaslError):
+            raise self.security.refused("the server requires authentication: a user and password") from error
+        if isinstance(error, AuthFailedError):
+            raise self.security.refused("authentication failed") from error
 
     def commit(self, t: Try, ops: Iterable[Op], client: KazooClient | None = None, count: bool = True) -> list[Any]:
         """One multi-op (on ``client``, default the main one); raise ``Failed`` naming the operation that failed."""

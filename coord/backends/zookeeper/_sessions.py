@@ -75,7 +75,7 @@ class Sessions:
         return lease_id, session.granted
 
     def _open(self, ttl: float) -> _Session:
-        session = _Session(open_client(self._zk.hosts, ttl), ttl)
+        session = _Session(open_client(self._zk.hosts, ttl, self._zk.security), ttl)
         connect = session.client._connection._connect
 
         def granted(*args: Any) -> Any:  # kazoo keeps the negotiated timeout to itself: read_timeout = 2/3 of it
@@ -85,7 +85,7 @@ class Sessions:
 
         session.client._connection._connect = granted
         session.client.add_listener(lambda state: self._on_state(session, state))
-        start(session.client, self._zk.hosts, self._zk.timeout)
+        start(session.client, self._zk.hosts, self._zk.timeout, self._zk.security)
         session.connected.set()
         return session
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Callable
 from typing import ClassVar
 
-from kazoo.exceptions import BadVersionError, NoNodeError, NotEmptyError
+from kazoo.exceptions import BadVersionError, NoAuthError, NoNodeError, NotEmptyError
 
 from ..._clock import Clock
 from ..._errors import ConfigurationError, KeyModified, KeyNotFound
@@ -21,6 +21,7 @@ from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys
 from ._layout import Layout, entry
+from ._security import flag, security
 from ._sessions import Sessions
 from ._transactions import Transactions
 from ._worker import Worker
@@ -35,11 +36,24 @@ class ZooKeeperStore(Store):
     Options: ``root`` (default ``/coord``) is where the Store's znodes live
     inside the URL's chroot; ``session_timeout`` (default 10 s) is the main
     session's; ``history`` (default 1000) is how many changes the log keeps
-    for watches to replay.
+    for watches to replay. Security (``_security``): ``user:password@`` in
+    the URL for digest authentication; ``acl`` (``creator``, the default with
+    credentials, or ``open``, the default without, or ZooKeeper ACL
+    entries); ``zookeepers://`` or ``tls_ca``, ``tls_cert``, ``tls_key`` for
+    TLS, and ``tls_verify_hostname`` (default true).
     """
 
     backend = "zookeeper"
-    OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {"root": str, "session_timeout": float, "history": int}
+    OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {
+        "root": str,
+        "session_timeout": float,
+        "history": int,
+        "acl": str,
+        "tls_ca": str,
+        "tls_cert": str,
+        "tls_key": str,
+        "tls_verify_hostname": flag,
+    }
 
     def __init__(
         self,
@@ -51,6 +65,11 @@ class ZooKeeperStore(Store):
         root: str = "/coord",
         session_timeout: float = 10.0,
         history: int = 1000,
+        acl: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_verify_hostname: bool = True,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
         root = "/" + root.strip("/")
@@ -62,9 +81,10 @@ class ZooKeeperStore(Store):
             )
         chroot = "/" + location.path.strip("/") if location.path.strip("/") else ""
         hosts = ",".join(f"{h}:{p}" for h, p in location.endpoints(2181)) + chroot
-        self._url = f"zookeeper://{hosts}"
+        secure = security(location, acl, tls_ca, tls_cert, tls_key, tls_verify_hostname)
+        self._url = secure.shown
         self._layout = layout = Layout(root)
-        self._zk = zk = Boundary(hosts, timeout, session_timeout, layout.log)
+        self._zk = zk = Boundary(hosts, timeout, session_timeout, layout.log, secure)
         self._blobs = Blobs(zk, layout)
         self._keys = Keys(zk, layout, self._blobs)
         self._worker = Worker(zk, layout, self._keys, self._blobs, history, lambda: self.closed, self.clock)
@@ -76,10 +96,21 @@ class ZooKeeperStore(Store):
         zk.on_trim_due = self._worker.trim
         zk.client.add_listener(self._worker.on_state)
         try:
-            zk.call(lambda t: [t.wait(zk.client.ensure_path_async(p)) for p in (layout.kv, layout.log, layout.blob)])
+            zk.call(lambda t: self._open_root(t, root))
         except BaseException:
             stop(zk.client)
             raise
+
+    def _open_root(self, t: Try, root: str) -> None:
+        """Make the Store's znodes if they are missing, then read the root: a root whose ACL refuses this
+        identity (another user's, or this user's with a wrong password) is refused now, not at the first use."""
+        layout, client = self._layout, self._zk.client
+        for path in (layout.kv, layout.log, layout.blob):
+            t.wait(client.ensure_path_async(path))  # ``exists``, and ``create`` if missing: neither reads the root
+        try:
+            t.wait(client.get_async(root))
+        except NoAuthError:
+            raise self._zk.security.not_allowed(root) from None
 
     def describe(self) -> str:
         return self._url
