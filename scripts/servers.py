@@ -103,6 +103,10 @@ class Server:
     def url(self, scheme: str) -> str:
         return f"{scheme}://{HOST}:{self.port}"
 
+    def env(self) -> list[str]:
+        """Exports of its own besides the backend table's (a secure server's URLs with credentials)."""
+        return []
+
     def pid(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text())
@@ -259,6 +263,142 @@ def tls_files() -> dict[str, Path]:
     return files
 
 
+# -- etcd-secure: etcd over TLS with client certificates, v3 and v2 authentication (issue #12) ---------------
+
+#: The test-only credentials of etcd-secure (nothing secret: a local test server). ``coord`` may read and
+#: write every v3 key (the conformance suite picks prefixes of its own) and the v2 keys under ``/coord``
+#: (the etcd2 backend's default root) only; ``limited`` the v3 keys under ``coord/`` only.
+ETCD_SECURE_USERS = {"root": "root-Pw-4711", "coord": "coord-Pw-0815", "limited": "limited-Pw-2342"}
+#: etcd-secure's auth tokens expire after 2 s unused: long enough to keep a request, short enough for the
+#: tests to see coord refresh them.
+ETCD_SECURE_TOKEN_TTL = 2
+
+
+class SecureEtcd(Server):
+    """etcd with HTTPS client URLs that require a client certificate signed by the tests' CA, and with
+    authentication on for its v3 API (simple tokens, ``ETCD_SECURE_TOKEN_TTL``) and its v2 API (basic).
+    ``start`` sets up the users and roles once (the data directory keeps them)."""
+
+    def command(self) -> list[str]:
+        tls = tls_files()
+        peer = self.port + 10
+        return [
+            "etcd", "--name", self.name, "--data-dir", str(self.dir / "data"),
+            "--listen-client-urls", f"https://{HOST}:{self.port}",
+            "--advertise-client-urls", f"https://{HOST}:{self.port}",
+            "--listen-peer-urls", f"http://{HOST}:{peer}",
+            "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+            "--initial-cluster", f"{self.name}=http://{HOST}:{peer}",
+            "--cert-file", str(tls["server"]), "--key-file", str(tls["server-key"]),
+            "--client-cert-auth", "--trusted-ca-file", str(tls["ca"]),
+            "--auth-token", "simple", "--auth-token-ttl", str(ETCD_SECURE_TOKEN_TTL), "--bcrypt-cost", "4",
+            "--enable-v2=true", "--heartbeat-interval", "100", "--election-timeout", "1000",
+            "--logger", "zap", "--log-outputs", str(self.dir / "log"),
+        ]  # fmt: skip
+
+    def url(self, scheme: str) -> str:
+        tls = tls_files()
+        options = f"tls_ca={tls['ca']}&tls_cert={tls['client']}&tls_key={tls['client-key']}"
+        return f"{scheme}://coord:{ETCD_SECURE_USERS['coord']}@{HOST}:{self.port}?{options}"
+
+    def env(self) -> list[str]:
+        return [
+            f"export COORD_TEST_ETCD_SECURE='{self.url('etcds')}'",
+            f"export COORD_TEST_ETCD2_SECURE='{self.url('etcd2s')}'",
+        ]
+
+    def answers(self) -> bool:
+        try:
+            status, body = self.https("GET", "/health")
+        except OSError:
+            return False
+        return status == 200 and b'"health":"true"' in body
+
+    def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+        super().wait_ready(timeout, proc)
+        self.enable_auth()
+
+    def https(self, method: str, path: str, body: object = None, user: str | None = None) -> tuple[int, bytes]:
+        """One request over TLS with the client certificate (and ``user``'s password, for v2's basic auth)."""
+        import base64
+        import http.client
+        import json
+        import ssl
+
+        tls = tls_files()
+        context = ssl.create_default_context(cafile=str(tls["ca"]))
+        context.load_cert_chain(str(tls["client"]), str(tls["client-key"]))
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{ETCD_SECURE_USERS[user]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        connection = http.client.HTTPSConnection(HOST, self.port, context=context, timeout=5)
+        try:
+            data = None if body is None else json.dumps(body)
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def enable_auth(self) -> None:
+        """Users, roles and auth for the v3 and the v2 API, unless the data directory has them already."""
+        import base64
+        import json
+
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        def must(method: str, path: str, body: object = None, user: str | None = None) -> None:
+            status, answer = self.https(method, path, body, user)
+            if not 200 <= status < 300 or b'"error"' in answer:
+                raise RuntimeError(f"{self.name}: {method} {path} answered {status}: {answer[:200]!r}")
+
+        root, coord = ETCD_SECURE_USERS["root"], ETCD_SECURE_USERS["coord"]
+        status, answer = self.https("POST", "/v3/auth/authenticate", {"name": "root", "password": root})
+        # Once v3 auth is on, etcd's JSON gateway refuses every client with a certificate (as ours have):
+        # "CommonName of client sending a request against gateway will be ignored".
+        if status != 200 and b"CommonName" not in answer:  # v3 auth is not on yet
+            must("POST", "/v3/auth/user/add", {"name": "root", "password": root})
+            must("POST", "/v3/auth/role/add", {"name": "root"})
+            must("POST", "/v3/auth/user/grant", {"user": "root", "role": "root"})
+            ranges = {"coord": ("\0", "\0"), "limited": ("coord/", "coord0")}  # ("\0", "\0"): every key
+            for user, (key, end) in ranges.items():
+                must("POST", "/v3/auth/user/add", {"name": user, "password": ETCD_SECURE_USERS[user]})
+                must("POST", "/v3/auth/role/add", {"name": user})
+                permission = {"permType": "READWRITE", "key": b64(key), "range_end": b64(end)}
+                must("POST", "/v3/auth/role/grant", {"name": user, "perm": permission})
+                must("POST", "/v3/auth/user/grant", {"user": user, "role": user})
+            must("POST", "/v3/auth/enable", {})
+        _, enabled = self.https("GET", "/v2/auth/enable")
+        if not json.loads(enabled).get("enabled"):
+            must("PUT", "/v2/auth/users/root", {"user": "root", "password": root})
+            paths = ["/coord", "/coord/*"]
+            must(
+                "PUT", "/v2/auth/roles/coord", {"role": "coord", "permissions": {"kv": {"read": paths, "write": paths}}}
+            )
+            must("PUT", "/v2/auth/users/coord", {"user": "coord", "password": coord, "roles": ["coord"]})
+            must("PUT", "/v2/auth/enable")
+            # Enabling v2 auth creates the role "guest" with access to every key: take it back.
+            everything = {"kv": {"read": ["/*"], "write": ["/*"]}}
+            must("PUT", "/v2/auth/roles/guest", {"role": "guest", "revoke": everything}, user="root")
+            # etcd 3.4's v2 API drops the connection of a client whose certificate's CN names no v2 user
+            # (a nil user in its client-certificate path): a user of that name, without roles, makes it
+            # answer 401 to a client that sends no credentials of its own.
+            must(
+                "PUT",
+                "/v2/auth/users/coord-client",
+                {"user": "coord-client", "password": "unused-" + root},
+                user="root",
+            )
+
+
+SERVERS["etcd-secure"] = SecureEtcd("etcd-secure", 23700 + OFFSET, ("etcd-server",), "etcd")
+ALL["etcd-secure"] = SERVERS["etcd-secure"]
+
+# -- end of etcd-secure ---------------------------------------------------------------------------------------
+
+
 #: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
 #: shifted wall clock (the sqlite clock-step tests).
 TOOLS = {"faketime": "faketime"}
@@ -290,7 +430,7 @@ def env_lines() -> list[str]:
         f"export {backend.test_env}={SERVERS[backend.server].url(backend.schemes[0])}"
         for backend in server_backends()
         if backend.server in SERVERS
-    ]
+    ] + [line for server in SERVERS.values() for line in server.env()]
 
 
 def main(argv: list[str]) -> int:
