@@ -237,3 +237,23 @@ def test_the_conformance_suite_passes_over_tls_and_auth_on_v3() -> None:
     command += ["--pyargs", "coord.testing.conformance", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+# -- settings refused before anything is sent, and credentials a server without auth ignores ----------
+
+
+def test_tls_files_that_cannot_be_read_are_refused_naming_the_option(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.pem"
+    with pytest.raises(coord.ConfigurationError, match="tls_ca"):
+        coord.connect(f"etcds://127.0.0.1:1?tls_ca={missing}")
+    with pytest.raises(coord.ConfigurationError, match="tls_cert and tls_key"):
+        coord.connect(f"etcds://127.0.0.1:1?tls_cert={missing}")
+
+
+@pytest.mark.server("etcd")
+def test_credentials_are_ignored_by_a_server_without_auth() -> None:
+    # As etcd's Go client does: the plain test server has auth off, and answers Authenticate so.
+    plain = fresh_namespace(os.environ["COORD_TEST_ETCD"].replace("etcd://", f"etcd://someone:{PASSWORD}@"))
+    with coord.connect(plain) as store:
+        assert store.put("k", b"v").value == b"v"
+        assert PASSWORD not in repr(store)
