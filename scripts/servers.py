@@ -269,19 +269,43 @@ def tls_files() -> dict[str, Path]:
 #: write every v3 key (the conformance suite picks prefixes of its own) and the v2 keys under ``/coord``
 #: (the etcd2 backend's default root) only; ``limited`` the v3 keys under ``coord/`` only.
 ETCD_SECURE_USERS = {"root": "root-Pw-4711", "coord": "coord-Pw-0815", "limited": "limited-Pw-2342"}
-#: etcd-secure's auth tokens expire after 2 s unused: long enough to keep a request, short enough for the
-#: tests to see coord refresh them.
+#: etcd-secure's auth tokens (JWTs) expire 2 s after etcd gave them, used or not: long enough to send a
+#: request with, short enough for the tests to see coord renew them while it holds a lock.
 ETCD_SECURE_TOKEN_TTL = 2
 
 
 class SecureEtcd(Server):
     """etcd with HTTPS client URLs that require a client certificate signed by the tests' CA, and with
-    authentication on for its v3 API (simple tokens, ``ETCD_SECURE_TOKEN_TTL``) and its v2 API (basic).
-    ``start`` sets up the users and roles once (the data directory keeps them)."""
+    authentication on for its v3 API (JWTs that expire after ``ETCD_SECURE_TOKEN_TTL``) and its v2 API
+    (basic). ``start`` sets up the users and roles once (the data directory keeps them)."""
+
+    def jwt_keys(self) -> tuple[Path, Path]:
+        """The key pair etcd signs its tokens with (ES256), made once beside its data."""
+        private, public = self.dir / "jwt-key.pem", self.dir / "jwt-pub.pem"
+        if not (private.exists() and public.exists()):
+            from cryptography.hazmat.primitives import serialization  # trustme's dependency
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            key = ec.generate_private_key(ec.SECP256R1())
+            private.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                )
+            )
+            public.write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        return private, public
 
     def command(self) -> list[str]:
         tls = tls_files()
         peer = self.port + 10
+        private, public = self.jwt_keys()
+        jwt = f"jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl={ETCD_SECURE_TOKEN_TTL}s"
         return [
             "etcd", "--name", self.name, "--data-dir", str(self.dir / "data"),
             "--listen-client-urls", f"https://{HOST}:{self.port}",
@@ -291,7 +315,7 @@ class SecureEtcd(Server):
             "--initial-cluster", f"{self.name}=http://{HOST}:{peer}",
             "--cert-file", str(tls["server"]), "--key-file", str(tls["server-key"]),
             "--client-cert-auth", "--trusted-ca-file", str(tls["ca"]),
-            "--auth-token", "simple", "--auth-token-ttl", str(ETCD_SECURE_TOKEN_TTL), "--bcrypt-cost", "4",
+            "--auth-token", jwt, "--bcrypt-cost", "4",
             "--enable-v2=true", "--heartbeat-interval", "100", "--election-timeout", "1000",
             "--logger", "zap", "--log-outputs", str(self.dir / "log"),
         ]  # fmt: skip

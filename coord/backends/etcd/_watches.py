@@ -72,7 +72,7 @@ class Watches:
         self._lost: queue.SimpleQueue[tuple[_Feed, bool, float] | None] = queue.SimpleQueue()
         self._resumer: threading.Thread | None = None
         self._watchers: dict[str, Any] = {}  # endpoint -> the pyetcd Watcher (one stream) on it
-        self._retired: list[Any] = []  # Watchers whose streams etcd refused new watches on: closed with the Store
+        self._retired: list[Any] = []  # Watchers whose streams etcd refused new watches on, until unused
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         start, end = key_range(key, tree)
@@ -99,6 +99,8 @@ class Watches:
             self._bind(feed, 0)
         if watcher is not None and watch_id is not None:
             watcher.cancel(watch_id)
+        if self._retired:
+            self._prune()
 
     def _resync(self, feed: _Feed, within: float | None = None) -> None:
         """Emit the current state: where a watch starts, or what replaces history etcd compacted away.
@@ -172,6 +174,8 @@ class Watches:
             closed = feed.closed
         if closed:  # closed while subscribing, before there was an id to cancel
             watcher.cancel(watch_id)
+        if self._retired:
+            self._prune()
 
     def _watcher(self) -> tuple[Any, Any]:
         """The endpoint in use and the pyetcd Watcher on it, which multiplexes every subscription on one stream.
@@ -195,6 +199,15 @@ class Watches:
             if self._watchers.get(netloc) is watcher:
                 del self._watchers[netloc]
                 self._retired.append(watcher)
+
+    def _prune(self) -> None:
+        """Close the retired streams that no watch uses any more (their watches closed, or moved on)."""
+        with self._feeds_lock:
+            used = {id(feed.watcher) for feed in self._feeds.values()}
+            idle = [watcher for watcher in self._retired if id(watcher) not in used]
+            self._retired = [watcher for watcher in self._retired if id(watcher) in used]
+        for watcher in idle:
+            watcher.close()
 
     def _on_response(self, feed: _Feed, generation: int, response: object) -> None:
         """Deliver one response of a subscription, in pyetcd's watch thread; or hand a broken one to the resumer."""
