@@ -63,7 +63,7 @@ class Backend:
 BACKENDS: tuple[Backend, ...] = (
     Backend("memory", ("memory",), "coord.backends.memory:MemoryStore", shared=False),
     Backend("sqlite", ("sqlite",), "coord.backends.sqlite:SQLiteStore"),
-    Backend("etcd", ("etcd",), "coord.backends.etcd:EtcdStore", "etcd", "COORD_TEST_ETCD", "etcd"),
+    Backend("etcd", ("etcd", "etcds"), "coord.backends.etcd:EtcdStore", "etcd", "COORD_TEST_ETCD", "etcd"),
     Backend("etcd2", ("etcd2", "etcd2s"), "coord.backends.etcd2:Etcd2Store", "etcd2", "COORD_TEST_ETCD2", "etcd"),
     Backend(
         "zookeeper",

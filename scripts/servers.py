@@ -10,7 +10,9 @@
 Servers named etcd1, etcd2, etcd3 form a three-member etcd cluster, started on demand.
 
 Servers: etcd (v3 and, with --enable-v2, v2), zookeeper, redis, and consul: the
-tests' Consul HTTP API emulator (no Consul server installs here). Each listens on
+tests' Consul HTTP API emulator (no Consul server installs here); and etcd-secure,
+zookeeper-secure, redis-secure: the same servers with TLS (client certificates of
+the tests' CA, made by ``tls_files()``) and authentication (docs/security.md). Each listens on
 127.0.0.1 on a non-default port and keeps its data and PID file under
 $COORD_SERVERS_DIR (default /tmp/coord-servers); $COORD_SERVERS_PORT_OFFSET
 shifts every port. Tests import this module to kill, pause and restart servers.
@@ -104,6 +106,12 @@ class Server:
 
     def url(self, scheme: str) -> str:
         return f"{scheme}://{HOST}:{self.port}"
+
+    def env(self) -> list[str]:
+        """Exports of its own besides the backend table's (a secure server's URLs with credentials)."""
+        if self.name == "zookeeper-secure":
+            return [f"export COORD_TEST_ZOOKEEPER_SECURE='{zookeeper_secure_url()}'"]
+        return []
 
     def pid(self) -> int | None:
         try:
@@ -313,6 +321,9 @@ class RedisSecure(Server):
             "--dir", str(self.dir / "data"), "--save", "", "--appendonly", "no",
         ]  # fmt: skip
 
+    def env(self) -> list[str]:
+        return [f"export COORD_TEST_REDIS_SECURE='{self.url()}'"]
+
     def url(self, scheme: str = "rediss") -> str:
         """The URL of user ``coord``, with the CA and client certificate: one that connects."""
         tls = tls_files()
@@ -342,10 +353,6 @@ class RedisSecure(Server):
 SERVERS["redis-secure"] = ALL["redis-secure"] = RedisSecure(
     "redis-secure", 26380 + OFFSET, ("redis-server",), "redis-server"
 )
-
-
-def redis_secure_env() -> list[str]:
-    return [f"export COORD_TEST_REDIS_SECURE='{SERVERS['redis-secure'].url()}'"]
 
 
 # -- end of redis-secure ---------------------------------------------------------------------------------
@@ -420,6 +427,168 @@ def zookeeper_secure_url() -> str:
     )
 
 
+# -- etcd-secure: etcd over TLS with client certificates, v3 and v2 authentication (issue #12) ---------------
+
+#: The test-only credentials of etcd-secure (nothing secret: a local test server). ``coord`` may read and
+#: write every v3 key (the conformance suite picks prefixes of its own) and the v2 keys under ``/coord``
+#: (the etcd2 backend's default root) only; ``limited`` the v3 keys under ``coord/`` only.
+ETCD_SECURE_USERS = {"root": "root-Pw-4711", "coord": "coord-Pw-0815", "limited": "limited-Pw-2342"}
+#: etcd-secure's auth tokens (JWTs) expire 2 s after etcd gave them, used or not: long enough to send a
+#: request with, short enough for the tests to see coord renew them while it holds a lock.
+ETCD_SECURE_TOKEN_TTL = 2
+
+
+class SecureEtcd(Server):
+    """etcd with HTTPS client URLs that require a client certificate signed by the tests' CA, and with
+    authentication on for its v3 API (JWTs that expire after ``ETCD_SECURE_TOKEN_TTL``) and its v2 API
+    (basic). ``start`` sets up the users and roles once (the data directory keeps them)."""
+
+    def jwt_keys(self) -> tuple[Path, Path]:
+        """The key pair etcd signs its tokens with (ES256), made once beside its data."""
+        private, public = self.dir / "jwt-key.pem", self.dir / "jwt-pub.pem"
+        if not (private.exists() and public.exists()):
+            from cryptography.hazmat.primitives import serialization  # trustme's dependency
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            key = ec.generate_private_key(ec.SECP256R1())
+            private.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.TraditionalOpenSSL,
+                    serialization.NoEncryption(),
+                )
+            )
+            public.write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+        return private, public
+
+    def command(self) -> list[str]:
+        tls = tls_files()
+        peer = self.port + 10
+        private, public = self.jwt_keys()
+        jwt = f"jwt,pub-key={public},priv-key={private},sign-method=ES256,ttl={ETCD_SECURE_TOKEN_TTL}s"
+        return [
+            "etcd", "--name", self.name, "--data-dir", str(self.dir / "data"),
+            "--listen-client-urls", f"https://{HOST}:{self.port}",
+            "--advertise-client-urls", f"https://{HOST}:{self.port}",
+            "--listen-peer-urls", f"http://{HOST}:{peer}",
+            "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+            "--initial-cluster", f"{self.name}=http://{HOST}:{peer}",
+            "--cert-file", str(tls["server"]), "--key-file", str(tls["server-key"]),
+            "--client-cert-auth", "--trusted-ca-file", str(tls["ca"]),
+            "--auth-token", jwt, "--bcrypt-cost", "4",
+            "--enable-v2=true", "--heartbeat-interval", "100", "--election-timeout", "1000",
+            "--logger", "zap", "--log-outputs", str(self.dir / "log"),
+        ]  # fmt: skip
+
+    def url(self, scheme: str) -> str:
+        tls = tls_files()
+        options = f"tls_ca={tls['ca']}&tls_cert={tls['client']}&tls_key={tls['client-key']}"
+        return f"{scheme}://coord:{ETCD_SECURE_USERS['coord']}@{HOST}:{self.port}?{options}"
+
+    def env(self) -> list[str]:
+        return [
+            f"export COORD_TEST_ETCD_SECURE='{self.url('etcds')}'",
+            f"export COORD_TEST_ETCD2_SECURE='{self.url('etcd2s')}'",
+        ]
+
+    def answers(self) -> bool:
+        try:
+            status, body = self.https("GET", "/health")
+        except OSError:
+            return False
+        return status == 200 and b'"health":"true"' in body
+
+    def wait_ready(self, timeout: float = 60.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+        super().wait_ready(timeout, proc)
+        self.enable_auth()
+
+    def https(self, method: str, path: str, body: object = None, user: str | None = None) -> tuple[int, bytes]:
+        """One request over TLS with the client certificate (and ``user``'s password, for v2's basic auth)."""
+        import base64
+        import http.client
+        import json
+        import ssl
+
+        tls = tls_files()
+        context = ssl.create_default_context(cafile=str(tls["ca"]))
+        context.load_cert_chain(str(tls["client"]), str(tls["client-key"]))
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{ETCD_SECURE_USERS[user]}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        connection = http.client.HTTPSConnection(HOST, self.port, context=context, timeout=5)
+        try:
+            data = None if body is None else json.dumps(body)
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    def enable_auth(self) -> None:
+        """Users, roles and auth for the v3 and the v2 API, unless the data directory has them already."""
+        import base64
+        import json
+
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        def must(method: str, path: str, body: object = None, user: str | None = None) -> None:
+            status, answer = self.https(method, path, body, user)
+            if not 200 <= status < 300 or b'"error"' in answer:
+                raise RuntimeError(f"{self.name}: {method} {path} answered {status}: {answer[:200]!r}")
+
+        root, coord = ETCD_SECURE_USERS["root"], ETCD_SECURE_USERS["coord"]
+        status, answer = self.https("POST", "/v3/auth/authenticate", {"name": "root", "password": root})
+        # Once v3 auth is on, etcd's JSON gateway refuses every client with a certificate (as ours have):
+        # "CommonName of client sending a request against gateway will be ignored".
+        if status != 200 and b"CommonName" not in answer:  # v3 auth is not on yet
+            must("POST", "/v3/auth/user/add", {"name": "root", "password": root})
+            must("POST", "/v3/auth/role/add", {"name": "root"})
+            must("POST", "/v3/auth/user/grant", {"user": "root", "role": "root"})
+            ranges = {"coord": ("\0", "\0"), "limited": ("coord/", "coord0")}  # ("\0", "\0"): every key
+            for user, (key, end) in ranges.items():
+                must("POST", "/v3/auth/user/add", {"name": user, "password": ETCD_SECURE_USERS[user]})
+                must("POST", "/v3/auth/role/add", {"name": user})
+                permission = {"permType": "READWRITE", "key": b64(key), "range_end": b64(end)}
+                must("POST", "/v3/auth/role/grant", {"name": user, "perm": permission})
+                must("POST", "/v3/auth/user/grant", {"user": user, "role": user})
+            must("POST", "/v3/auth/enable", {})
+        _, enabled = self.https("GET", "/v2/auth/enable")
+        if not json.loads(enabled).get("enabled"):
+            must("PUT", "/v2/auth/users/root", {"user": "root", "password": root})
+            paths = ["/coord", "/coord/*"]
+            must(
+                "PUT", "/v2/auth/roles/coord", {"role": "coord", "permissions": {"kv": {"read": paths, "write": paths}}}
+            )
+            must("PUT", "/v2/auth/users/coord", {"user": "coord", "password": coord, "roles": ["coord"]})
+            must("PUT", "/v2/auth/enable")
+            # Enabling v2 auth creates the role "guest" with access to every key: take it back.
+            everything = {"kv": {"read": ["/*"], "write": ["/*"]}}
+            must("PUT", "/v2/auth/roles/guest", {"role": "guest", "revoke": everything}, user="root")
+            # etcd 3.4's v2 API drops the connection of a client whose certificate's CN names no v2 user
+            # (a nil user in its client-certificate path): a user of that name, without roles, makes it
+            # answer 401 to a client that sends no credentials of its own.
+            must(
+                "PUT",
+                "/v2/auth/users/coord-client",
+                {"user": "coord-client", "password": "unused-" + root},
+                user="root",
+            )
+
+
+SERVERS["etcd-secure"] = SecureEtcd("etcd-secure", 23700 + OFFSET, ("etcd-server",), "etcd")
+ALL["etcd-secure"] = SERVERS["etcd-secure"]
+
+# -- end of etcd-secure ---------------------------------------------------------------------------------------
+
+
+
+
 #: Programs the tests need besides the servers, and their Debian packages: faketime runs a child with a
 #: shifted wall clock (the sqlite clock-step tests).
 TOOLS = {"faketime": "faketime"}
@@ -452,9 +621,7 @@ def env_lines() -> list[str]:
         for backend in server_backends()
         if backend.server in SERVERS
     ]
-    lines += redis_secure_env()
-    lines.append(f"export COORD_TEST_ZOOKEEPER_SECURE='{zookeeper_secure_url()}'")
-    return lines
+    return lines + [line for server in SERVERS.values() for line in server.env()]
 
 
 def main(argv: list[str]) -> int:

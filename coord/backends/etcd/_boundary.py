@@ -1,9 +1,19 @@
-"""The one boundary between pyetcd (gRPC) and coord: the client, and ``call``, where their errors become coord's."""
+"""The one boundary between pyetcd (gRPC) and coord: the client, and ``call``, where their errors become coord's.
+
+TLS (``etcds://``, or any ``tls_*`` option) makes every channel a secure one
+that verifies the members' certificates and host names, with a client
+certificate if given; a user and password get a token (``_auth``) that every
+request carries and that is renewed when etcd refuses it. A certificate
+refused by either side, and a user or password etcd refuses, raise
+``ConfigurationError`` at once: no retry can change them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import grpc
 import pyetcd
@@ -12,6 +22,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from ..._errors import ConfigurationError, CoordError, LeaseExpired, StoreClosed, StoreUnavailable
 from ..._types import KVPair
+from ._auth import Credentials, StaleToken, TokenInterceptor, refused_identity
 
 BACKEND = "etcd"
 _T = TypeVar("_T")
@@ -59,27 +70,66 @@ _ENDPOINT_FAILURES = frozenset(
 _BACKOFF = wait_exponential(multiplier=0.02, max=0.5)
 
 
+@dataclass(frozen=True)
+class TLS:
+    """The PEM contents of a CA to verify the members with (None: the system's), a client certificate and key."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+
 class Boundary:
     """The Store's pyetcd client over every endpoint, and the one place its errors become coord's."""
 
-    def __init__(self, hosts: list[tuple[str, int]], timeout: float) -> None:
+    def __init__(
+        self,
+        hosts: list[tuple[str, int]],
+        timeout: float,
+        *,
+        tls: TLS | None = None,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.hosts = hosts
         self.timeout = timeout
         self.shut = False  # set by close: from then on every call raises StoreClosed
+        self.tls = tls
         pause = _ENDPOINT_PAUSE if len(hosts) > 1 else 0.0  # a lone endpoint is worth retrying at once
+        creds = None if tls is None else grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
         endpoints = [
             pyetcd.Endpoint(
-                f"[{host}]" if ":" in host else host, port, secure=False, time_retry=pause, opts=_GRPC_OPTIONS
+                f"[{host}]" if ":" in host else host,
+                port,
+                secure=tls is not None,
+                creds=creds,
+                time_retry=pause,
+                opts=_GRPC_OPTIONS,
             )
             for host, port in hosts
         ]
+        self.credentials: Credentials | None = None
+        if user is not None:
+            interceptor = TokenInterceptor()
+            self.credentials = Credentials(user, password or "", interceptor, self.describe)
+            for endpoint in endpoints:
+                endpoint.channel = grpc.intercept_channel(endpoint.channel, interceptor)
         # Each attempt gets a third of the budget, so a hung endpoint leaves time to try the next one.
         # gRPC turns a deadline much further off (10**9 s) into one already passed: no attempt needs a day.
         self.attempt_timeout = min(timeout, max(1.0, timeout / 3), _LONGEST_ATTEMPT)
         self.client = pyetcd.MultiEndpointEtcd3Client(endpoints, timeout=self.attempt_timeout, failover=True)
 
     def describe(self) -> str:
-        return "etcd://" + ",".join(f"{host}:{port}" for host, port in self.hosts)
+        """The URL, with the password masked."""
+        user = f"{quote(self.credentials.user)}:***@" if self.credentials is not None else ""
+        scheme = "etcds" if self.tls is not None else "etcd"
+        return f"{scheme}://{user}" + ",".join(f"{host}:{port}" for host, port in self.hosts)
+
+    def log_in(self) -> None:
+        """Get the first token for the URL's user (nothing without one), within the timeout."""
+        credentials = self.credentials
+        if credentials is not None:
+            self.call(lambda _: credentials.authenticate(self.client.authstub, self.attempt_timeout))
 
     def close(self) -> None:
         self.shut = True
@@ -109,9 +159,13 @@ class Boundary:
         if self.shut:
             raise StoreClosed("the store is closed", backend=BACKEND)
         budget = self.timeout if within is None else max(0.0, within)
+        if self.credentials is not None:
+            request = self.credentials.renewing(request, lambda: self.client.authstub, self.attempt_timeout)
         # The first attempt runs bare: a retry loop set up for every request costs more than the request.
         try:
             return request(False)
+        except StaleToken as exc:  # a watch refused, with no credentials to renew
+            raise ConfigurationError(f"{self.describe()} refused access: {exc}", backend=BACKEND) from None
         except (grpc.RpcError, etcd_errors.Etcd3Exception) as exc:
             self._failed(exc)
             if not transient(exc) or budget == 0:
@@ -137,6 +191,8 @@ class Boundary:
                     except grpc.RpcError as exc:
                         self._failed(exc)
                         raise
+        except StaleToken as exc:
+            raise ConfigurationError(f"{self.describe()} refused access: {exc}", backend=BACKEND) from None
         except (grpc.RpcError, etcd_errors.Etcd3Exception) as exc:
             raise self._coord_error(exc, budget) from exc
         except ValueError as exc:
@@ -177,6 +233,12 @@ class Boundary:
             return LeaseExpired(f"etcd no longer has the lease: {detail}", backend=BACKEND)
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             return ConfigurationError(f"{where} refused access: {detail}", backend=BACKEND)
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "user name is empty" in detail:  # auth on, no user given
+            return ConfigurationError(
+                f"{where} refused access: {detail} (give user:password@ in the URL)", backend=BACKEND
+            )
+        if isinstance(exc, grpc.RpcError) and refused_identity(exc):
+            return ConfigurationError(f"{where}: TLS refused a certificate: {detail}", backend=BACKEND)
         if transient(exc):
             return StoreUnavailable(f"{where} did not answer within {budget:g}s: {detail}", backend=BACKEND)
         return CoordError(f"{where} refused the request: {detail}", backend=BACKEND)
@@ -184,8 +246,13 @@ class Boundary:
 
 def transient(exc: BaseException) -> bool:
     if isinstance(exc, grpc.RpcError):
-        # gRPC's own limit on a request's size is RESOURCE_EXHAUSTED too, and no wait will change it.
-        return exc.code() in _TRANSIENT_CODES and "larger than max" not in (exc.details() or "")
+        # gRPC's own limit on a request's size is RESOURCE_EXHAUSTED too, and no wait will change it;
+        # nor will it change a certificate refused.
+        return (
+            exc.code() in _TRANSIENT_CODES
+            and "larger than max" not in (exc.details() or "")
+            and not refused_identity(exc)
+        )
     return isinstance(exc, _TRANSIENT_ERRORS)
 
 

@@ -1,4 +1,4 @@
-"""``etcd://host:port[,host:port...]``: the etcd v3 backend, over pyetcd's gRPC client.
+"""``etcd://[user:password@]host:port[,host:port...]`` (``etcds://`` for TLS): the etcd v3 backend, over pyetcd's gRPC client.
 
 How the Store maps onto etcd (one round trip each unless said otherwise):
 
@@ -29,6 +29,14 @@ retried within ``timeout`` seconds, each retry on the next endpoint that has
 not just failed, then raise ``StoreUnavailable``. A broken watch keeps trying
 for ``watch_retry`` seconds (by default the larger of ``timeout`` and 30 s,
 to ride out a server restart) before it ends with ``StoreUnavailable``.
+
+TLS and authentication: ``etcds://``, or any of the options ``tls_ca`` (a CA
+file to verify the members with; the system's CAs by default), ``tls_cert``
+and ``tls_key`` (a client certificate and its key), opens TLS channels that
+verify the members' certificates and host names. A user and password in the
+URL log in with etcd's auth; the token is renewed whenever etcd refuses it
+(see ``_auth``). A refused certificate or login raises ``ConfigurationError``
+at once; a member out of reach, ``StoreUnavailable`` after ``timeout``.
 """
 
 from __future__ import annotations
@@ -36,7 +44,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 from pyetcd import etcdrpc
 
@@ -48,7 +58,7 @@ from ..._txn import Op
 from ..._types import KVPair
 from ..._url import Location
 from ..._watch import WatchFeed
-from ._boundary import DEFAULT_PORT, Boundary, key_range, pair, written
+from ._boundary import BACKEND, DEFAULT_PORT, TLS, Boundary, key_range, pair, written
 from ._expiry import Expiries
 from ._txn import EtcdTxn
 from ._watches import Watches
@@ -63,7 +73,12 @@ class EtcdStore(Store):
     """A Store on an etcd v3 cluster; see the module docstring for how each operation maps."""
 
     backend = "etcd"
-    OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {"watch_retry": float}
+    OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {
+        "watch_retry": float,
+        "tls_ca": str,
+        "tls_cert": str,
+        "tls_key": str,
+    }
 
     def __init__(
         self,
@@ -73,18 +88,30 @@ class EtcdStore(Store):
         prefix: str = "",
         clock: Clock | None = None,
         watch_retry: float | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         super().__init__(prefix=prefix, clock=clock)
         if not 0 < timeout < math.inf:
             raise ConfigurationError(f"timeout must be positive and finite, not {timeout!r}", backend=self.backend)
         if watch_retry is not None and not 0 <= watch_retry < math.inf:
             raise ConfigurationError(f"watch_retry must be finite and >= 0, not {watch_retry!r}", backend=self.backend)
-        self._etcd = Boundary(location.endpoints(DEFAULT_PORT), float(timeout))
+        user, password = _credentials(location.url)
+        self._etcd = Boundary(
+            location.endpoints(DEFAULT_PORT),
+            float(timeout),
+            tls=_tls(location.scheme, tls_ca, tls_cert, tls_key),
+            user=user,
+            password=password,
+        )
         retry = max(float(timeout), 30.0) if watch_retry is None else float(watch_retry)
         expiries = Expiries(self._etcd, self.clock, lambda lease: any(own.id == lease for own in self._keeper.leases()))
         self._watches_of = Watches(self._etcd, retry, self._strip, expiries)
         try:
-            self._exists("\0")  # a first request: is anyone there?
+            self._etcd.log_in()
+            # A first request, inside the prefix (a user's role may cover no more): is anyone there, and may we?
+            self._exists(f"{self._prefix}/\0" if self._prefix else "\0")
         except CoordError:
             self._etcd.close()
             raise
@@ -223,3 +250,30 @@ class EtcdStore(Store):
         self._etcd.shut = True
         self._watches_of.close()
         self._etcd.close()
+
+
+def _credentials(url: str) -> tuple[str | None, str | None]:
+    """The user and password of the URL, percent-decoded; (None, None) without a user."""
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        raise ConfigurationError("malformed credentials in the etcd:// URL", backend=BACKEND) from None
+    if user is None:
+        return None, None
+    return unquote(user), unquote(password or "")
+
+
+def _tls(scheme: str, ca: str | None, cert: str | None, key: str | None) -> TLS | None:
+    """The TLS settings of ``etcds://`` or of any ``tls_*`` option, read from their files; None for plain etcd://."""
+    if scheme != "etcds" and ca is None and cert is None and key is None:
+        return None
+    if (cert is None) != (key is None):
+        raise ConfigurationError("tls_cert and tls_key go together (a client certificate and its key)", backend=BACKEND)
+    contents: dict[str, bytes | None] = {}
+    for name, path in (("tls_ca", ca), ("tls_cert", cert), ("tls_key", key)):
+        try:
+            contents[name] = None if path is None else Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{name}: cannot read {path!r}: {exc.strerror}", backend=BACKEND) from None
+    return TLS(contents["tls_ca"], contents["tls_cert"], contents["tls_key"])

@@ -8,6 +8,11 @@ stream it resumes from the revision after the last one delivered (etcd sends
 all events of one revision in one response, so nothing is lost or
 repeated). If etcd compacted that history away it re-syncs from a Range:
 puts for the keys written since, deletes for keys it had seen that are gone.
+
+With etcd's auth on, a stream carries the token it was opened with, and etcd
+checks it only when a watch is created: a watch refused there (its token
+expired since, or no permission) retires the stream, which keeps serving the
+watches it has, and the next watch gets a new stream with a new token.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pyetcd.watch import Watcher, WatchResponse
 from ..._errors import CoordError, StoreUnavailable
 from ..._types import Event
 from ..._watch import WatchFeed
+from ._auth import StaleToken
 from ._boundary import BACKEND, Boundary, int64, key_range, mod_revision, text, transient
 from ._expiry import Expiries
 
@@ -66,6 +72,7 @@ class Watches:
         self._lost: queue.SimpleQueue[tuple[_Feed, bool, float] | None] = queue.SimpleQueue()
         self._resumer: threading.Thread | None = None
         self._watchers: dict[str, Any] = {}  # endpoint -> the pyetcd Watcher (one stream) on it
+        self._retired: list[Any] = []  # Watchers whose streams etcd refused new watches on, until unused
 
     def add(self, watch: WatchFeed, key: str, tree: bool, start_revision: int | None) -> None:
         start, end = key_range(key, tree)
@@ -92,6 +99,8 @@ class Watches:
             self._bind(feed, 0)
         if watcher is not None and watch_id is not None:
             watcher.cancel(watch_id)
+        if self._retired:
+            self._prune()
 
     def _resync(self, feed: _Feed, within: float | None = None) -> None:
         """Emit the current state: where a watch starts, or what replaces history etcd compacted away.
@@ -155,6 +164,9 @@ class Watches:
             if transient(exc):
                 endpoint.fail()  # so that the next attempt goes to another endpoint, if there is one
             raise
+        if watch_id == -1:  # etcd created the watch canceled: pyetcd drops the reason, "permission denied"
+            self._retire(endpoint.netloc, watcher)
+            raise StaleToken("etcd refused the watch: permission denied")
         with feed.lock:
             if feed.generation != generation:
                 return  # already over (compacted, or the stream broke): the resumer has it
@@ -162,6 +174,8 @@ class Watches:
             closed = feed.closed
         if closed:  # closed while subscribing, before there was an id to cancel
             watcher.cancel(watch_id)
+        if self._retired:
+            self._prune()
 
     def _watcher(self) -> tuple[Any, Any]:
         """The endpoint in use and the pyetcd Watcher on it, which multiplexes every subscription on one stream.
@@ -178,6 +192,22 @@ class Watches:
                 watcher = Watcher(etcdrpc.WatchStub(channel), timeout=self._etcd.client.timeout)
                 self._watchers[endpoint.netloc] = watcher
         return endpoint, watcher
+
+    def _retire(self, netloc: str, watcher: Any) -> None:
+        """Open the next watch on a new stream (with the token current then), and keep this one for its watches."""
+        with self._feeds_lock:
+            if self._watchers.get(netloc) is watcher:
+                del self._watchers[netloc]
+                self._retired.append(watcher)
+
+    def _prune(self) -> None:
+        """Close the retired streams that no watch uses any more (their watches closed, or moved on)."""
+        with self._feeds_lock:
+            used = {id(feed.watcher) for feed in self._feeds.values()}
+            idle = [watcher for watcher in self._retired if id(watcher) not in used]
+            self._retired = [watcher for watcher in self._retired if id(watcher) in used]
+        for watcher in idle:
+            watcher.close()
 
     def _on_response(self, feed: _Feed, generation: int, response: object) -> None:
         """Deliver one response of a subscription, in pyetcd's watch thread; or hand a broken one to the resumer."""
@@ -228,6 +258,6 @@ class Watches:
         self._lost.put(None)
         self._expiries.close()
         with self._feeds_lock:
-            watchers = list(self._watchers.values())
+            watchers = [*self._watchers.values(), *self._retired]
         for watcher in watchers:
             watcher.close()
