@@ -20,6 +20,7 @@ from pathlib import Path
 
 from coord.testing import conformance
 from coord.testing.conformance.test_atomic import *  # noqa: F403
+from coord.testing.conformance.test_identity import *  # noqa: F403
 from coord.testing.conformance.test_keys import *  # noqa: F403
 from coord.testing.conformance.test_leases import *  # noqa: F403
 from coord.testing.conformance.test_refusals import *  # noqa: F403

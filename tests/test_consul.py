@@ -12,6 +12,9 @@ TLS refusals, secrets kept out of messages, and Consul's size limits.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ import pytest
 
 import coord
 from coord.backends.consul import _boundary
-from tests.support import drain, summary, wait_for
+from tests.support import ROOT, drain, summary, wait_for
 from tests.support.consul_emulator import Emulator, tls_context
 from tests.support.servers import servers
 
@@ -241,3 +244,17 @@ def test_a_missing_tls_file_is_a_configuration_error_before_anything_is_sent(tmp
         other = {"tls_ca": "", "tls_cert": f"&tls_key={missing}"}[option]
         with pytest.raises(coord.ConfigurationError, match="no such file"):
             coord.connect(f"consuls://127.0.0.1:1?{option}={missing}{other}&timeout=0.5")
+
+
+def test_the_conformance_suite_names_a_refused_token_and_certificate_one_error(emulator: Any, tmp_path: Path) -> None:
+    """The suite's identity tests (``--refused-url``): a wrong token, a stranger CA: ConfigurationError at once."""
+    files = {name: str(path) for name, path in servers.tls_files().items()}
+    server = emulator(acl_token=SECRET, tls=tls_context(files["server"], files["server-key"], files["ca"]))
+    good = url(server, "consuls", token=SECRET, tls_ca=files["ca"], tls_cert=files["client"], tls_key=files["client-key"])
+    wrong_token = good.replace(f"token={SECRET}", "token=wrong-token")
+    stranger = good.replace(f"tls_ca={files['ca']}", f"tls_ca={files['other-ca']}")
+    command = [sys.executable, "-m", "pytest", "-p", "coord.testing.conformance", "-q", "-p", "no:cacheprovider"]
+    command += ["--store-url", good, "--refused-url", wrong_token, "--refused-url", stranger, "-k", "identity"]
+    done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]

@@ -31,6 +31,7 @@ import redis
 import coord
 from coord.testing.conformance import fresh_namespace
 from tests.support import REQUIRE_SERVERS, drain, servers, summary
+from tests.support.servers import refused_options
 from tests.test_secrets import SECRET, shown
 
 URL = os.environ.get("COORD_TEST_REDIS_SECURE", "")
@@ -188,7 +189,7 @@ def test_the_conformance_suite_passes_as_the_coord_user(tmp_path: Path) -> None:
     """The whole Store contract holds with the ACL rule and TLS: nothing coord needs is missing."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "coord.testing.conformance", "--store-url", url(), "-q",
+        [sys.executable, "-m", "pytest", "-p", "coord.testing.conformance", "--store-url", url(), *refused_options(url()), "-q",
          "-p", "no:cacheprovider", "--rootdir", str(tmp_path)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 
 from coord._registry import BACKENDS, Backend
 
-__all__ = ["REQUIRE_SERVERS", "backend_named", "missing_server", "server_of", "servers", "url_of"]
+__all__ = ["REQUIRE_SERVERS", "backend_named", "missing_server", "refused_options", "server_of", "servers", "url_of"]
 
 REQUIRE_SERVERS = os.environ.get("COORD_REQUIRE_SERVERS") == "1"
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "servers.py"
@@ -61,3 +61,17 @@ def missing_server(name: str) -> str | None:
 def server_of(name: str) -> Any:
     """The ``Server`` of scripts/servers.py behind backend ``name``, to kill, start or restart."""
     return servers.SERVERS[backend_named(name).server]
+
+
+def refused_options(url: str, *, password: bool = True) -> list[str]:
+    """The conformance suite's ``--refused-url`` options for a secure server's working ``url``: the same URL
+    trusting a CA that signed nothing, and (``password``) with a wrong password."""
+    from urllib.parse import urlsplit
+
+    ca = str(servers.tls_files()["ca"])
+    variants = [url.replace(f"tls_ca={ca}", f"tls_ca={servers.tls_files()['other-ca']}")]
+    secret = urlsplit(url).password
+    if password and secret:
+        variants.append(url.replace(f":{secret}@", ":Wrong-Pw-0000@", 1))
+    assert all(variant != url for variant in variants), url
+    return [option for variant in variants for option in ("--refused-url", variant)]

@@ -11,6 +11,12 @@ has one), so tests never see each other's keys and the server needs no
 cleaning between them. The URL must name one store that every ``connect``
 opens again: ``memory://NAME``, not ``memory://``.
 
+``--refused-url URL`` (repeatable) names URLs of the same store that must
+be refused: a wrong password, a certificate the server does not trust, a
+server certificate the client does not. Each must raise
+``coord.ConfigurationError`` at once, whatever its ``timeout``, showing no
+password (docs/security.md). Without it those tests are deselected.
+
 The tests that run an owner in a child process (it is killed, or frozen)
 need a store that several processes share. They are deselected when the
 URL's backend is not shared (``memory://``, by coord's backend table);
@@ -68,6 +74,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="URL",
         help="run coord's Store conformance suite against the store at URL",
     )
+    group.addoption(
+        "--refused-url",
+        dest="refused_urls",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a URL of the same store that must be refused (wrong password, untrusted certificate); repeatable",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "refused_url" in metafunc.fixturenames:
+        urls: list[str] = metafunc.config.getoption("refused_urls")
+        metafunc.parametrize("refused_url", urls or [None], ids=[f"refused{n}" for n in range(len(urls) or 1)])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -77,6 +97,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("refused_urls"):  # no identity to refuse was given: nothing to check
+        refused = [item for item in items if "refused_url" in getattr(item, "fixturenames", ())]
+        if refused:
+            config.hook.pytest_deselected(items=refused)
+            items[:] = [item for item in items if item not in refused]
     url: str | None = config.getoption("store_url")
     try:
         if not url or find(urlsplit(url).scheme.lower()).shared:
