@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs coord with its test and
 # backend extras, installs and starts real etcd, ZooKeeper and Redis servers on
-# 127.0.0.1 (Debian packages), runs pytest against all of them, stops them.
+# 127.0.0.1 (Debian packages), each also with TLS and authentication, and the
+# tests' Consul emulator; runs pytest against all of them, stops them.
 # Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
