@@ -453,3 +453,36 @@ def test_a_watched_key_of_a_live_session_stays(direct: EtcdStore, tag: str) -> N
         assert drain(watch, 1)[0].type == "put"
         assert watch.get(timeout=7) is None
         assert session.alive and waiter._watches_of._expiries.revoked == 0
+
+
+def test_a_watch_from_a_past_revision_hears_its_unchanged_key_at_once(
+    direct: EtcdStore, server: tuple[str, int], tag: str
+) -> None:
+    """etcd serves a watch created from a past revision only when its sync loop runs (every 100 ms): a
+    lock's waiter watching its predecessor from the revision it queued at must not wait for that."""
+    other = coord.connect(f"etcd://{server[0]}:{server[1]}?prefix={tag}")
+    took = []
+    try:
+        for _ in range(9):
+            ahead = direct.put("ahead", b"holder")
+            direct.put("behind", b"a write since: the watch's start is in the past")
+            with other.watch("ahead", start_revision=ahead.revision + 1) as watch:
+                began = time.monotonic()
+                direct.delete("ahead")
+                event = watch.get(timeout=10)
+                took.append(time.monotonic() - began)
+                assert event is not None and (event.type, event.key) == ("delete", "ahead")
+                assert watch.get(timeout=0.05) is None
+    finally:
+        other.close()
+    assert sorted(took)[4] < 0.03, f"median {sorted(took)[4] * 1000:.0f} ms: {took}"
+
+
+def test_a_watch_from_a_past_revision_replays_a_key_changed_since(direct: EtcdStore) -> None:
+    first = direct.put("k", b"1")
+    direct.put("k", b"2")
+    direct.delete("k")
+    with direct.watch("k", start_revision=first.revision + 1) as watch:
+        assert summary(drain(watch, 2)) == [("put", "k", b"2"), ("delete", "k", None)]
+        direct.put("k", b"3")
+        assert summary(drain(watch, 1)) == [("put", "k", b"3")]

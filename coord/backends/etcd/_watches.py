@@ -2,8 +2,15 @@
 
 Each Watch is one etcd watch; a pyetcd Watcher multiplexes them all on one
 stream read by one thread, and one more thread per Store re-subscribes the
-watches whose stream broke. A watch starts with a Range (the current state
-and its revision) and watches from the revision after it. After a broken
+watches whose stream broke. etcd serves a watch created "from now" at once,
+but one created from a past revision only when its sync loop next runs
+(every 100 ms): a lock's waiter would see its predecessor go up to 100 ms
+late. So a watch is opened from now, holding back what it hears, and then
+a Range settles where it starts: for a watch of the current state, the
+state at the Range's revision, then the held events after it; for a single
+key from a given revision, if the key has not changed since that revision
+(present, written before it: a waiter's predecessor), the held events; only
+otherwise is the watch opened again from that revision. After a broken
 stream it resumes from the revision after the last one delivered (etcd sends
 all events of one revision in one response, so nothing is lost or
 repeated). If etcd compacted that history away it re-syncs from a Range:
@@ -53,6 +60,8 @@ class _Feed:
     lease: int = 0  # for a single key: the lease it is bound to, which the Store follows
     watcher: Any = None  # the pyetcd Watcher and id of the current subscription
     watch_id: int | None = None
+    held: list[Any] | None = None  # while a watch opened from now is settled: the events it heard
+    broke: bool = False  # its stream broke meanwhile: the opener resumes it once settled
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,11 +91,47 @@ class Watches:
             if self._resumer is None:
                 self._resumer = threading.Thread(target=self._resume_loop, name="coord-etcd-watch", daemon=True)
                 self._resumer.start()
-        if start_revision is None:
-            self._resync(feed)
-        else:
+        if start_revision is not None:
             watch.revision = feed.next - 1
-        self._etcd.call(lambda _: self._subscribe(feed))
+            if end is not None:  # a tree's deletes since then cannot be seen in a Range: replay them
+                self._etcd.call(lambda _: self._subscribe(feed))
+                return
+        self._etcd.call(lambda _: self._subscribe(feed, from_now=True))
+        try:
+            response = self._etcd.call(lambda _: self._etcd.client.get_response(feed.start, range_end=feed.end))
+        except BaseException:
+            self.remove(watch)
+            raise
+        if not self._settle(feed, start_revision, response):
+            self._etcd.call(lambda _: self._subscribe(feed))
+
+    def _settle(self, feed: _Feed, start_revision: int | None, response: Any) -> bool:
+        """Start a watch opened from now at the state ``response`` read; False if it must replay from
+        ``start_revision`` instead (its key changed since then)."""
+        revision = response.header.revision
+        with feed.lock:
+            held, feed.held, broke, feed.broke = feed.held or [], None, feed.broke, False
+            if feed.closed:
+                return True
+            kv = response.kvs[0] if response.kvs else None
+            # A key that changed since start_revision (or may have: it is absent) replays from there.
+            replay = start_revision is not None and start_revision <= revision
+            replay = replay and (kv is None or kv.mod_revision >= start_revision)
+            watcher, watch_id = feed.watcher, feed.watch_id
+            if replay:
+                feed.watcher, feed.watch_id = None, None
+                feed.generation += 1
+            else:
+                if start_revision is None:
+                    self._apply_state(feed, response)
+                self._deliver(feed, held)  # what the subscription heard after the state (or the start asked for)
+        if replay:  # on a new subscription; the cancel outside the feed's lock, as pyetcd may call back holding its own
+            if watcher is not None and watch_id is not None:
+                watcher.cancel(watch_id)
+            return False
+        if broke:
+            self._lost.put((feed, False, time.monotonic()))
+        return True
 
     def remove(self, watch: WatchFeed) -> None:
         with self._feeds_lock:
@@ -113,26 +158,29 @@ class Watches:
         response = self._etcd.call(
             lambda _: self._etcd.client.get_response(feed.start, range_end=feed.end), within=within
         )
+        with feed.lock:
+            if not feed.closed:
+                self._apply_state(feed, response)
+
+    def _apply_state(self, feed: _Feed, response: Any) -> None:
+        """Emit what the Range ``response`` says, as ``_resync`` describes; under ``feed.lock``."""
         revision = response.header.revision
         current = {text(kv.key): kv for kv in response.kvs}
-        with feed.lock:
-            if feed.closed:
-                return
-            if feed.fresh:
-                changed, gone = sorted(current.values(), key=lambda kv: kv.key), []
-            else:
-                changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=mod_revision)
-                gone = sorted(feed.seen - current.keys())
-                feed.watch.resynced()
-            for kv in changed:
-                feed.watch.emit(Event("put", text(kv.key), kv.value, kv.mod_revision))
-            for key in gone:
-                feed.watch.emit(Event("delete", key, None, revision))
-            feed.seen, feed.next, feed.fresh = set(current), revision + 1, False
-            feed.watch.revision = revision
-            if feed.end is None:
-                kv = current.get(feed.key)
-                self._bind(feed, kv.lease if kv is not None else 0)
+        if feed.fresh:
+            changed, gone = sorted(current.values(), key=lambda kv: kv.key), []
+        else:
+            changed = sorted((kv for kv in current.values() if kv.mod_revision >= feed.next), key=mod_revision)
+            gone = sorted(feed.seen - current.keys())
+            feed.watch.resynced()
+        for kv in changed:
+            feed.watch.emit(Event("put", text(kv.key), kv.value, kv.mod_revision))
+        for key in gone:
+            feed.watch.emit(Event("delete", key, None, revision))
+        feed.seen, feed.next, feed.fresh = set(current), revision + 1, False
+        feed.watch.revision = revision
+        if feed.end is None:
+            kv = current.get(feed.key)
+            self._bind(feed, kv.lease if kv is not None else 0)
 
     def _bind(self, feed: _Feed, lease: int) -> None:
         """Follow the lease ``feed``'s key is now bound to (0: none) instead of the one before; under ``feed.lock``."""
@@ -143,13 +191,16 @@ class Watches:
                 self._expiries.follow(lease)
             feed.lease = lease if not feed.closed else 0
 
-    def _subscribe(self, feed: _Feed) -> None:
-        """Open the etcd watch that feeds ``feed`` from ``feed.next`` on."""
+    def _subscribe(self, feed: _Feed, from_now: bool = False) -> None:
+        """Open the etcd watch that feeds ``feed`` from ``feed.next`` on (``from_now``: from etcd's
+        current revision, holding its events back until ``_settle``)."""
         with feed.lock:
             if feed.closed:
                 return
             feed.generation += 1
-            generation, start_revision = feed.generation, feed.next
+            generation, start_revision = feed.generation, (None if from_now else feed.next)
+            if from_now:
+                feed.held = []
 
         def on_response(response: object) -> None:
             self._on_response(feed, generation, response)
@@ -215,21 +266,34 @@ class Watches:
             if feed.closed or feed.generation != generation:
                 return
             if isinstance(response, WatchResponse):
-                for event in response.events:
-                    key = text(event.key)
-                    if isinstance(event, etcd_events.DeleteEvent):
-                        feed.seen.discard(key)
-                        feed.watch.emit(Event("delete", key, None, event.mod_revision))
-                    else:
-                        feed.seen.add(key)
-                        feed.watch.emit(Event("put", key, event.value, event.mod_revision))
-                    feed.next, feed.fresh = event.mod_revision + 1, False
-                    if feed.end is None:
-                        self._bind(feed, 0 if isinstance(event, etcd_events.DeleteEvent) else event.lease)
+                if feed.held is not None:
+                    feed.held.extend(response.events)
+                else:
+                    self._deliver(feed, response.events)
                 return
             # The stream broke (an RpcError, or None when pyetcd closed it) or etcd compacted our start.
             feed.generation += 1
+            if feed.held is not None:
+                feed.broke = True  # the opener resumes it, once it knows where the watch starts
+                return
         self._lost.put((feed, isinstance(response, etcd_errors.RevisionCompactedError), time.monotonic()))
+
+    def _deliver(self, feed: _Feed, events: list[Any]) -> None:
+        """Emit etcd's ``events`` from ``feed.next`` on (earlier ones are in the state read, or before the start)."""
+        first = feed.next  # not feed.next as it moves: the events of one revision (one Txn) all have it
+        for event in events:
+            if event.mod_revision < first:
+                continue
+            key = text(event.key)
+            if isinstance(event, etcd_events.DeleteEvent):
+                feed.seen.discard(key)
+                feed.watch.emit(Event("delete", key, None, event.mod_revision))
+            else:
+                feed.seen.add(key)
+                feed.watch.emit(Event("put", key, event.value, event.mod_revision))
+            feed.next, feed.fresh = event.mod_revision + 1, False
+            if feed.end is None:
+                self._bind(feed, 0 if isinstance(event, etcd_events.DeleteEvent) else event.lease)
 
     def _resume_loop(self) -> None:
         """Re-subscribe, one at a time, the watches whose etcd watch ended, until the store closes."""
