@@ -52,8 +52,11 @@ def server_version(endpoint: Endpoint) -> str | None:
         if endpoint.backend == "zookeeper":
             found = re.search(r"Zookeeper version: ([^-,\s]+)", _zookeeper_word(endpoint, b"srvr"))
             return f"ZooKeeper {found.group(1)}" if found else None
-        if endpoint.backend == "etcd":
-            return f"etcd {json.loads(_http(endpoint, '/version'))['etcdserver']}"
+        if endpoint.backend in ("etcd", "etcd2"):
+            api = " (v2 API)" if endpoint.backend == "etcd2" else ""
+            return f"etcd {json.loads(_http(endpoint, '/version'))['etcdserver']}{api}"
+        if endpoint.backend == "consul":  # a real agent says its version; the tests' emulator has no /v1/agent/self
+            return f"Consul {json.loads(_http(endpoint, '/v1/agent/self'))['Config']['Version']}"
     return None
 
 
