@@ -240,7 +240,8 @@ class ManualClock:
             while (timer := self._next(target)) is not None:
                 self._now = max(self._now, timer.when)
                 timer._run()
-            self._now = target
+            # Never backwards: a timer that slept (a delayed call, on the virtual clock) may have taken it past.
+            self._now = max(self._now, target)
 
     def _next(self, target: float) -> Timer | None:
         """The first timer due by ``target`` (the first lane's, at equal times), taken off its heap."""

@@ -39,6 +39,20 @@ def test_a_delay_moves_the_virtual_clock(faulty: FaultyStore, clock: coord.Manua
     assert clock.now() - before == pytest.approx(3.0)
 
 
+def test_a_delay_inside_a_timer_never_turns_the_clock_back(faulty: FaultyStore, clock: coord.ManualClock) -> None:
+    """A timer that sleeps past the end of the advance running it (a delayed call in a keeper or a guard)
+    leaves the clock at the later time: what expired meanwhile stays expired, for every holder."""
+    start = clock.now()
+    lease = faulty.lease(2)
+    faulty.freeze(lease)
+    faulty.inject("delay", op="get", delay=5.0)
+    faulty.put("k", b"")
+    clock.timers("test").call_at(start + 0.5, lambda: faulty.get("k"))
+    clock.advance(1.0)
+    assert clock.now() == pytest.approx(start + 5.5)
+    assert not lease.alive and lease.lost.is_set()
+
+
 def test_a_frozen_lease_expires_and_its_holder_sees_lost(faulty: FaultyStore, clock: coord.ManualClock) -> None:
     lease = faulty.lease(10)
     faulty.put("held", b"", lease=lease)
