@@ -45,7 +45,15 @@ class Proxy:
                 _reset(client)
                 continue
             with self._lock:
-                self._pairs.append((client, upstream))
+                # refuse() then cut() must leave nothing open: a connection accepted before the refusal,
+                # but joined to its upstream only after the cut, would otherwise outlive both.
+                refused = self._refusing
+                if not refused:
+                    self._pairs.append((client, upstream))
+            if refused:
+                _reset(client)
+                _reset(upstream)
+                continue
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
