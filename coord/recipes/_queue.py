@@ -155,6 +155,11 @@ def join(
             reason = "its lease was lost as its turn came"
         except TicketLost as exc:
             reason = str(exc)
+        except LeaseExpired as exc:
+            if lease is not None or holder.alive:
+                yield from _leave(store, mine, holder)
+                raise
+            reason = str(exc)  # the session ended as the ticket was written (a pause past its ttl, say)
         except TimeoutError:
             yield from _leave(store, mine, holder)
             return None

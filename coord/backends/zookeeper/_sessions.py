@@ -118,6 +118,8 @@ class Sessions:
             for lease, key in leased:
                 entry = self._lease_of.get(lease.id)
                 if entry is None or entry[0].sid != entry[1]:
+                    if entry is not None:
+                        lease._mark_lost()  # its session was replaced: it is gone, and the Store's next session is new
                     with labelled(key):
                         raise LeaseExpired(f"lease {lease.id} expired")
                 entries.append(entry)
