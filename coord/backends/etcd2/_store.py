@@ -16,7 +16,7 @@ from ..._lease import Lease
 from ..._store import Store
 from ..._txn import ANY, Op
 from ..._types import KVPair
-from ..._url import Location
+from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._boundary import BACKEND, DEFAULT_PORT, KEY_NOT_FOUND, TLS, Boundary, EtcdError
 from ._expiry import Expiries
@@ -30,15 +30,6 @@ from ._watches import Watches
 __all__ = ["Etcd2Store"]
 
 
-def _flag(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 class Etcd2Store(Store):
     """A Store on etcd's v2 API; see the package docstring for how each operation maps."""
 
@@ -47,7 +38,7 @@ class Etcd2Store(Store):
     OPTIONS: ClassVar[dict[str, Callable[[str], object]]] = {
         "root": str,
         "watch_retry": float,
-        "quorum": _flag,
+        "quorum": flag,
         "tls_ca": str,
         "tls_cert": str,
         "tls_key": str,

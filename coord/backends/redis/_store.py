@@ -31,7 +31,7 @@ from ..._lease import Lease
 from ..._store import Store
 from ..._txn import Op
 from ..._types import KVPair
-from ..._url import Location
+from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._feed import Feed
 from ._identity import client_options, refusal
@@ -48,15 +48,6 @@ log = logging.getLogger("coord.redis")
 # Failures after which the same request may succeed: retried within the timeout.
 _TRANSIENT = (ConnectionError, TimeoutError, ReadOnlyError, TryAgainError)
 _FATAL = (AuthenticationError, AuthorizationError, NoPermissionError)
-
-
-def _flag(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
 
 
 def _parse_db(location: Location) -> int:
@@ -91,7 +82,7 @@ class RedisStore(Store):
         "tls_ca": str,
         "tls_cert": str,
         "tls_key": str,
-        "tls_verify_hostname": _flag,
+        "tls_verify_hostname": flag,
         "replicas": int,
     }
 

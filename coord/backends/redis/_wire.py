@@ -102,50 +102,41 @@ class Wire:
 
     def run(self, name: str, args: list[str | bytes], conn: Connection | None = None) -> Any:
         """Run script ``name`` (its arguments after the head: the request id first); one round trip."""
-        own = conn is None
-        if conn is None:
-            conn = self._take()
         tail = pack(args)
         count = b"*%d\r\n" % (self._width + len(args))
         wait = self._wait if name in WRITES else b""
-        try:
+
+        def send(conn: Connection) -> Any:
             try:
-                reply = self._roundtrip(conn, count + self._sha[name] + tail + wait, wait)
+                return self._roundtrip(conn, count + self._sha[name] + tail + wait, wait)
             except NoScriptError:  # a new server, or its scripts were flushed: send the text, which loads it
-                reply = self._roundtrip(conn, count + self._eval[name] + tail + wait, wait)
-        except ResponseError:
-            if own:
-                self._give(conn)  # a script's error: the connection is in order
-            raise
-        except BaseException:
-            conn.disconnect()
-            if own:
-                self._give(conn)
-            raise
-        if own:
-            self._give(conn)
-        return reply
+                return self._roundtrip(conn, count + self._eval[name] + tail + wait, wait)
+
+        return self._on(conn, send)
 
     def call(self, *args: str | bytes, conn: Connection | None = None) -> Any:
         """Any other command (XREAD, XRANGE, CLIENT ...)."""
-        own = conn is None
-        if conn is None:
-            conn = self._take()
-        try:
+
+        def send(conn: Connection) -> Any:
             conn.send_packed_command([command(*args)], check_health=False)
-            reply = conn.read_response()
+            return conn.read_response()
+
+        return self._on(conn, send)
+
+    def _on(self, conn: Connection | None, send: Callable[[Connection], Any]) -> Any:
+        """``send`` on ``conn``, or on a pooled connection given back after; a broken connection is dropped."""
+        own = conn is None
+        used = self._take() if conn is None else conn
+        try:
+            return send(used)
         except ResponseError:
-            if own:
-                self._give(conn)
-            raise
+            raise  # a server's error (a script's, say): the connection is in order
         except BaseException:
-            conn.disconnect()
-            if own:
-                self._give(conn)
+            used.disconnect()
             raise
-        if own:
-            self._give(conn)
-        return reply
+        finally:
+            if own:
+                self._give(used)
 
     def pipeline(self, commands: list[tuple[str, ...]], conn: Connection) -> list[Any]:
         """Several commands in one send, their replies in order (a blocking one delays the next)."""

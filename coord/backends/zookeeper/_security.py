@@ -106,16 +106,6 @@ def security(
     return Security(shown, tls, auth, _acl(acl, user, password), user)
 
 
-def flag(text: str) -> bool:
-    """A true/false option from the query string."""
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 def _credentials(url: str) -> tuple[str | None, str | None]:
     try:
         parts = urlsplit(url)

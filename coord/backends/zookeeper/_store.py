@@ -15,13 +15,13 @@ from ..._lease import Lease
 from ..._store import Store
 from ..._txn import Op
 from ..._types import KVPair
-from ..._url import Location
+from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._blobs import Blobs
 from ._boundary import Boundary, Failed, Try, stop
 from ._keys import Keys
 from ._layout import Layout, entry
-from ._security import flag, security
+from ._security import security
 from ._sessions import Sessions
 from ._transactions import Transactions
 from ._worker import Worker
