@@ -118,6 +118,28 @@ def test_cancelling_a_waiter_leaves_no_ticket_behind(store_url: str) -> None:
     run(main)
 
 
+def test_cancelling_a_waiter_whose_ticket_was_just_created_leaves_no_ticket_behind() -> None:
+    """The cancellation comes while the create's reply is on its way: the ticket the store made is deleted."""
+
+    async def main() -> None:
+        faulty = FaultyStore(coord.connect("memory://"))
+        async with coord.aio.AsyncStore(faulty) as store:
+            holder = coord.aio.Lock("l", store=store, ttl=10)
+            await holder.acquire()
+            faulty.inject("slow_reply", op="transaction", delay=1.0)
+            waiting = asyncio.create_task(coord.aio.Lock("l", store=store, ttl=10).acquire())
+            while len(await store.list("lock/l")) < 2:  # created; the reply has a second to go
+                await asyncio.sleep(0.01)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert faulty.injected == [("transaction", "slow_reply")]
+            assert len(await store.list("lock/l")) == 1, "the cancelled waiter's ticket stayed"
+            await holder.release()
+
+    run(main)
+
+
 def test_cancel_on_loss_stops_the_block_when_the_lock_is_lost(store_url: str) -> None:
     """A ticket deleted behind its holder's back: the block is cancelled, and the ``async with`` says why."""
 

@@ -250,7 +250,9 @@ def test_the_conformance_suite_names_a_refused_token_and_certificate_one_error(e
     """The suite's identity tests (``--refused-url``): a wrong token, a stranger CA: ConfigurationError at once."""
     files = {name: str(path) for name, path in servers.tls_files().items()}
     server = emulator(acl_token=SECRET, tls=tls_context(files["server"], files["server-key"], files["ca"]))
-    good = url(server, "consuls", token=SECRET, tls_ca=files["ca"], tls_cert=files["client"], tls_key=files["client-key"])
+    good = url(
+        server, "consuls", token=SECRET, tls_ca=files["ca"], tls_cert=files["client"], tls_key=files["client-key"]
+    )
     wrong_token = good.replace(f"token={SECRET}", "token=wrong-token")
     stranger = good.replace(f"tls_ca={files['ca']}", f"tls_ca={files['other-ca']}")
     command = [sys.executable, "-m", "pytest", "-p", "coord.testing.conformance", "-q", "-p", "no:cacheprovider"]

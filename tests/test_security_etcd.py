@@ -287,7 +287,16 @@ def test_a_server_restart_is_ridden_out_over_tls_and_auth() -> None:
 
 def test_the_conformance_suite_passes_over_tls_and_auth_on_v3() -> None:
     url = secure_url("etcds")
-    command = [sys.executable, "-m", "pytest", "-p", "coord.testing.conformance", "--store-url", url, *refused_options(url)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "coord.testing.conformance",
+        "--store-url",
+        url,
+        *refused_options(url),
+    ]
     command += ["--pyargs", "coord.testing.conformance", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -10,8 +10,10 @@ a lock, however many coroutines wait.
 Cancelling a coroutine in ``drive`` throws ``CancelledError`` into the
 protocol at the step where it waits, so it cleans up (deletes its ticket)
 exactly as on any other error. A store call already on its way is let
-finish first, so the protocol knows what that call did (a ticket it
-created is deleted, not left behind); then the cancellation goes on.
+finish first, so that its effect is in place before the cleanup runs; the
+cancellation is then thrown in at that call's step, and the call's result
+is dropped. So a protocol names what a call may create before making it
+(a ticket's key), and cleans up by that name.
 """
 
 from __future__ import annotations

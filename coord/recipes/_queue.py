@@ -43,7 +43,7 @@ from ._release import withdraw
 from ._steps import Steps, call
 from ._waits import TicketLost, wait_any_deleted, wait_changed
 
-__all__ = ["Hold", "TicketLost", "enqueue", "join", "name_segment", "resolve", "wait_turn"]
+__all__ = ["Hold", "TicketLost", "enqueue", "join", "ticket_key", "name_segment", "resolve", "wait_turn"]
 
 log = logging.getLogger("coord.recipes")
 
@@ -63,22 +63,20 @@ def resolve(store: Store | None) -> Store:
     return default_store() if store is None else store
 
 
-def enqueue(store: Store, prefix: str, value: bytes, lease: Lease) -> tuple[KVPair, list[KVPair]]:
-    """Create a fresh ticket under ``prefix`` bound to ``lease``, and list the queue, in one transaction.
+def ticket_key(prefix: str) -> str:
+    """A fresh ticket's key under ``prefix``: a random name, this contender's alone."""
+    return f"{prefix}/{uuid.uuid4().hex}"
+
+
+def enqueue(store: Store, key: str, prefix: str, value: bytes, lease: Lease) -> tuple[KVPair, list[KVPair]]:
+    """Create the ticket ``key`` bound to ``lease``, and list the queue under ``prefix``, in one transaction.
 
     A create whose reply was lost may have been applied: before creating
     again, look for the key by its (unique) name and adopt it if it is
-    there, so no second ticket is ever left behind.
+    there, so no second ticket is ever left behind. On failure the caller
+    withdraws ``key`` (which it named before the call), since the create
+    may have landed.
     """
-    key = f"{prefix}/{uuid.uuid4().hex}"
-    try:
-        return _enqueue(store, key, prefix, value, lease)
-    except BaseException:
-        withdraw(store, key, lease)  # a create whose reply was lost may have landed: it must not wait there
-        raise
-
-
-def _enqueue(store: Store, key: str, prefix: str, value: bytes, lease: Lease) -> tuple[KVPair, list[KVPair]]:
     for attempt in range(1, _CREATE_ATTEMPTS + 1):
         try:
             mine, queue = store.transaction().put(key, value, previous=None, lease=lease).list(prefix).commit()
@@ -146,9 +144,11 @@ def join(
     deadline = None if timeout is None else clock.now() + max(0.0, timeout)
     while True:
         holder = (yield from call(store.session, ttl)) if lease is None else lease
-        mine: KVPair | None = None
+        # Named before it is created: whatever ends the wait (a cancellation thrown in as the create's reply
+        # arrives, a reply lost), the key to withdraw is known.
+        key = ticket_key(prefix)
         try:
-            mine, queue = yield from call(enqueue, store, prefix, value, holder)
+            mine, queue = yield from call(enqueue, store, key, prefix, value, holder)
             mine, woke = yield from wait_turn(store, prefix, mine, holder, limit, deadline, queue)
             if holder.alive:
                 return Hold(store, holder, mine, woke)
@@ -157,26 +157,21 @@ def join(
             reason = str(exc)
         except LeaseExpired as exc:
             if lease is not None or holder.alive:
-                yield from _leave(store, mine, holder)
+                yield from call(withdraw, store, key, holder)
                 raise
             reason = str(exc)  # the session ended as the ticket was written (a pause past its ttl, say)
         except TimeoutError:
-            yield from _leave(store, mine, holder)
+            yield from call(withdraw, store, key, holder)
             return None
         except BaseException:
-            yield from _leave(store, mine, holder)
+            yield from call(withdraw, store, key, holder)
             raise
-        yield from _leave(store, mine, holder)
+        yield from call(withdraw, store, key, holder)
         if lease is not None:
             raise LeaseExpired(f"the lease given to wait under {prefix} was lost: {reason}", key=prefix)
         log.info("queueing again under %s: %s", prefix, reason)
         if deadline is not None and clock.now() >= deadline:
             return None
-
-
-def _leave(store: Store, mine: KVPair | None, lease: Lease) -> Steps[None]:
-    if mine is not None:
-        yield from call(withdraw, store, mine.key, lease)
 
 
 def wait_turn(

@@ -15,6 +15,9 @@ Faults:
   (the hard case for create-only and compare-and-swap retries);
 - ``"delay"``: the operation takes ``delay`` seconds (on a ``ManualClock``
   the clock advances by that much while it runs);
+- ``"slow_reply"``: the store applies the operation at once, and its reply
+  takes ``delay`` seconds to arrive (a caller cancelled meanwhile must
+  still clean up what the operation did);
 - ``drop_watches()``: every open watch loses its connection and ends with
   ``StoreUnavailable``;
 - ``freeze(lease)`` / ``thaw(lease)``: the lease's keepalives stop and start

@@ -21,7 +21,7 @@ from ._scheduler import ScheduledWatch
 __all__ = ["Fault", "FaultKind", "FaultyStore"]
 
 T = TypeVar("T")
-FaultKind = Literal["fail", "lose_reply", "delay"]
+FaultKind = Literal["fail", "lose_reply", "delay", "slow_reply"]
 OPS = (
     "get",
     "put",
@@ -208,6 +208,10 @@ class FaultyStore(Store):
         if fault.kind == "delay":
             self.clock.sleep(fault.delay)  # a ManualClock advances by that much meanwhile
             return action()
+        if fault.kind == "slow_reply":
+            result = action()  # applied at once; its reply is ``delay`` seconds on its way
+            self.clock.sleep(fault.delay)
+            return result
         action()
         raise StoreUnavailable(f"injected: {op} was applied but its reply was lost")
 
