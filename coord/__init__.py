@@ -1,7 +1,7 @@
 """coord: distributed coordination primitives over one Store API.
 
-``coord.connect(url)`` opens a Store (etcd, ZooKeeper, Redis, an embedded
-sqlite file, or memory); recipes built only on its primitives give leader
+``coord.connect(url)`` opens a Store (etcd's v3 or v2 API, ZooKeeper,
+Redis, Consul, an embedded sqlite file, or memory); recipes built only on its primitives give leader
 election, locks, semaphores, service registration and barriers on any of
 them.
 
@@ -33,7 +33,7 @@ from ._errors import (
 from ._lease import Lease
 from ._store import Store
 from ._txn import Transaction
-from ._types import Event, KVPair
+from ._types import Event, KVPair, ServerTime
 from ._watch import Watch
 from .recipes import (
     Barrier,
@@ -72,6 +72,7 @@ __all__ = [
     "NotSupported",
     "Registration",
     "Semaphore",
+    "ServerTime",
     "Store",
     "StoreClosed",
     "StoreUnavailable",

@@ -24,7 +24,7 @@ from ._errors import CoordError, KeyExists, KeyModified, KeyNotFound, LeaseExpir
 from ._keys import check_ttl, check_value, is_under, normalize_key
 from ._lease import Lease, LeaseKeeper
 from ._txn import Op, Transaction, single_key
-from ._types import KVPair
+from ._types import KVPair, ServerTime
 from ._watch import Watch, WatchFeed
 
 __all__ = ["Store", "check_revision", "labelled", "matches"]
@@ -154,6 +154,17 @@ class Store(abc.ABC):
                 lease = self._session_leases[ttl] = self.lease(ttl)
             return lease
 
+    def server_time(self) -> ServerTime | None:
+        """The store server's wall clock, read now over this Store's own connection, credentials and TLS.
+
+        ``None`` for a store with no server of its own (memory, sqlite: this
+        host's clock is the store's). For diagnosis (``coord doctor`` measures
+        the clock skew with it): no guarantee of coord's depends on the clocks
+        of different hosts agreeing.
+        """
+        with self._op(_NO_KEY):
+            return self._server_time()
+
     def lease(self, ttl: float) -> Lease:
         """Grant a lease of ``ttl`` seconds, kept alive in the background (renewed about every ttl/3)."""
         with self._op(_NO_KEY):
@@ -265,6 +276,10 @@ class Store(abc.ABC):
         raises its error with ``key`` set to that op's key.
         """
         raise NotSupported("this backend has no transactions")
+
+    def _server_time(self) -> ServerTime | None:
+        """The server's clock (one request), or None where the store has no server."""
+        return None
 
     @abc.abstractmethod
     def _close(self) -> None: ...

@@ -1,11 +1,14 @@
-"""The values the Store API returns: key/value pairs and watch events."""
+"""The values the Store API returns: key/value pairs, watch events, a server's clock reading."""
 
 from __future__ import annotations
 
+import email.utils
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Event", "KVPair"]
+from ._errors import CoordError
+
+__all__ = ["Event", "KVPair", "ServerTime"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +38,27 @@ class Event:
     key: str
     value: bytes | None
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTime:
+    """A store server's wall clock as one request read it (``Store.server_time()``).
+
+    ``seconds`` since the epoch, counted in steps of ``resolution`` seconds
+    (an HTTP ``Date`` header counts whole seconds: the server's clock was
+    somewhere in ``[seconds, seconds + resolution)``); ``source`` says what
+    was read, for people.
+    """
+
+    seconds: float
+    resolution: float
+    source: str
+
+    @classmethod
+    def from_http_date(cls, header: str | None, source: str) -> ServerTime:
+        """An HTTP ``Date`` header's reading (whole seconds); ``CoordError`` if there is none to read."""
+        try:
+            seconds = email.utils.parsedate_to_datetime(header or "").timestamp()
+        except (TypeError, ValueError):
+            raise CoordError(f"{source}: no readable Date header ({header!r})") from None
+        return cls(seconds, 1.0, source)

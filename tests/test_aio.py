@@ -45,6 +45,8 @@ def test_store_operations_and_watches(store_url: str) -> None:
             assert seen == [("put", "a/1"), ("put", "a/2"), ("delete", "a/1")]
             lease = await store.session(TTL)
             assert lease.alive and (await store.session(TTL)) is lease
+            reading = await store.server_time()
+            assert (reading is None) == (store.sync.backend in ("sqlite", "memory"))
 
     run(main)
 

@@ -20,7 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROOT, Child, Children
+import pytest
+
+from tests.support import REQUIRE_SERVERS, ROOT, Child, Children
 
 TTL = 2.0  # etcd's minimum on the test server
 #: CMD: print its start and the environment coord gave it, sleep, print its end (times on the wall clock).
@@ -302,6 +304,24 @@ def test_doctor_on_a_server_measures_its_clock_skew(server_url: str) -> None:
     skew = report["clock_skew"]
     assert "offset_ms" in skew, skew
     assert abs(skew["offset_ms"]) < 2000  # the servers run on this host
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["COORD_TEST_ETCD_SECURE", "COORD_TEST_ETCD2_SECURE", "COORD_TEST_ZOOKEEPER_SECURE", "COORD_TEST_REDIS_SECURE"],
+)
+def test_doctor_reads_the_clock_of_a_server_behind_tls_and_a_password(variable: str) -> None:
+    """The skew is read over the Store's own connection: its CA, client certificate and credentials."""
+    url = os.environ.get(variable)
+    if not url:
+        reason = f'{variable} is not set: eval "$(python3 scripts/servers.py env)"'
+        if REQUIRE_SERVERS:
+            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
+        pytest.skip(reason)
+    done = coord(None, "--json", "doctor", "--quick", url, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [report] = json_lines(done.stdout)
+    assert abs(report["clock_skew"]["offset_ms"]) < 2000, report["clock_skew"]
 
 
 def test_doctor_exits_4_for_an_unreachable_store() -> None:

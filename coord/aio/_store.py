@@ -22,7 +22,7 @@ from .._errors import StoreClosed
 from .._lease import Lease
 from .._store import Store
 from .._txn import ANY, Transaction
-from .._types import Event, KVPair
+from .._types import Event, KVPair, ServerTime
 from .._watch import Watch
 from ._driver import in_pool, next_item
 
@@ -93,6 +93,9 @@ class AsyncStore:
 
     async def session(self, ttl: float = 10.0) -> Lease:
         return await self._run(self.sync.session, ttl)
+
+    async def server_time(self) -> ServerTime | None:
+        return await self._run(self.sync.server_time)
 
     async def revoke(self, lease: Lease) -> None:
         await self._run(lease.revoke)

@@ -62,7 +62,7 @@ def doctor(settings: Settings, url: str | None, ttl: float, quick: bool) -> int:
         return status.UNAVAILABLE
     report["reachable"] = True
     with store:
-        report["clock_skew"] = _skew(store, url or settings.url)
+        report["clock_skew"] = _skew(store)
         if not quick and store.backend != "memory":
             say(f"  failover at lease ttl {ttl:g} s: 3 candidate processes, a SIGKILL, a resign ...")
             result = measure(store, url or settings.url, candidates=3, ttl=ttl, kills=1, say=lambda text: None)
@@ -96,8 +96,8 @@ def _round_trips(store: coord.Store, count: int = 20) -> dict[str, float]:
             "write_median": _ms(statistics.median(writes)), "write_max": _ms(max(writes))}  # fmt: skip
 
 
-def _skew(store: coord.Store, url: str | None) -> dict[str, Any]:
-    found = measure_skew(store.backend, url or store.describe())
+def _skew(store: coord.Store) -> dict[str, Any]:
+    found = measure_skew(store)
     if isinstance(found, Skew):
         return {"offset_ms": _ms(found.offset), "error_ms": _ms(found.error), "how": found.how}
     return {"note": mask_text(found)}

@@ -14,7 +14,7 @@ from .._errors import StoreUnavailable
 from .._lease import Lease
 from .._store import Store
 from .._txn import Op
-from .._types import KVPair
+from .._types import KVPair, ServerTime
 from .._watch import Watch, WatchFeed
 from ._scheduler import ScheduledWatch
 
@@ -266,6 +266,9 @@ class FaultyStore(Store):
 
     def _lease_revoke(self, lease: Lease) -> None:
         self._call("revoke", lambda: self.inner._lease_revoke(lease))
+
+    def _server_time(self) -> ServerTime | None:
+        return self._call("get", self.inner._server_time)
 
     def _close(self) -> None:
         self.inner.close()

@@ -42,6 +42,7 @@ class Answer:
     code: int
     index: int
     body: str
+    date: str | None = None  # the HTTP Date header: the agent's clock, to the second
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -52,7 +53,7 @@ def _answer(response: Any) -> Answer:
         index = int(response.headers.get("X-Consul-Index", 0))
     except ValueError:
         index = 0
-    return Answer(response.code, index, response.body)
+    return Answer(response.code, index, response.body, response.headers.get("Date"))
 
 
 @dataclass(frozen=True)

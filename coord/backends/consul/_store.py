@@ -39,7 +39,7 @@ from ..._errors import ConfigurationError, CoordError
 from ..._lease import Lease
 from ..._store import Store, labelled
 from ..._txn import Op
-from ..._types import KVPair
+from ..._types import KVPair, ServerTime
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._boundary import BACKEND, DEFAULT_PORT, Answer, Boundary, Settings
@@ -117,6 +117,10 @@ class ConsulStore(Store):
 
     def describe(self) -> str:
         return self._consul.describe()
+
+    def _server_time(self) -> ServerTime:
+        answer = self._request("GET", "/v1/status/leader")
+        return ServerTime.from_http_date(answer.date, "Consul HTTP Date header")
 
     # -- reads ---------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ refused by either side, and a user or password etcd refuses, raise
 
 from __future__ import annotations
 
+import http.client
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -77,6 +79,8 @@ class TLS:
     ca: bytes | None = None
     cert: bytes | None = None
     key: bytes | None = None
+    cert_file: str | None = None  # the files they were read from (Python's ssl loads a certificate from a file)
+    key_file: str | None = None
 
 
 class Boundary:
@@ -130,6 +134,37 @@ class Boundary:
         credentials = self.credentials
         if credentials is not None:
             self.call(lambda _: credentials.authenticate(self.client.authstub, self.attempt_timeout))
+
+    def date(self) -> str | None:
+        """The endpoint in use's HTTP ``Date`` header (``GET /version``; etcd serves HTTP on its gRPC port).
+
+        Its clock, to the second: one request on a connection of its own,
+        with the Store's TLS settings (``/version`` needs no credentials).
+        """
+        if self.shut:
+            raise StoreClosed("the store is closed", backend=BACKEND)
+        host, _, port = self.client.endpoint_in_use.netloc.rpartition(":")
+        host = host.strip("[]")
+        tls = self.tls
+        try:
+            if tls is None:
+                conn: http.client.HTTPConnection = http.client.HTTPConnection(
+                    host, int(port), timeout=self.attempt_timeout
+                )
+            else:
+                context = ssl.create_default_context(cadata=None if tls.ca is None else tls.ca.decode())
+                if tls.cert_file is not None:
+                    context.load_cert_chain(tls.cert_file, tls.key_file)
+                conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=self.attempt_timeout)
+            try:
+                conn.request("GET", "/version")
+                response = conn.getresponse()
+                response.read()
+            finally:
+                conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            raise StoreUnavailable(f"{self.describe()}: no answer to GET /version: {exc}", backend=BACKEND) from exc
+        return response.getheader("Date")
 
     def close(self) -> None:
         self.shut = True

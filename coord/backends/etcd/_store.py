@@ -55,7 +55,7 @@ from ..._errors import ConfigurationError, CoordError, LeaseExpired, StoreUnavai
 from ..._lease import Lease
 from ..._store import Store
 from ..._txn import Op
-from ..._types import KVPair
+from ..._types import KVPair, ServerTime
 from ..._url import Location
 from ..._watch import WatchFeed
 from ._boundary import BACKEND, DEFAULT_PORT, TLS, Boundary, key_range, pair, written
@@ -118,6 +118,9 @@ class EtcdStore(Store):
 
     def describe(self) -> str:
         return self._etcd.describe()
+
+    def _server_time(self) -> ServerTime:
+        return ServerTime.from_http_date(self._etcd.date(), "etcd HTTP Date header")
 
     # -- keys ----------------------------------------------------------------------
 
@@ -276,4 +279,4 @@ def _tls(scheme: str, ca: str | None, cert: str | None, key: str | None) -> TLS 
             contents[name] = None if path is None else Path(path).read_bytes()
         except OSError as exc:
             raise ConfigurationError(f"{name}: cannot read {path!r}: {exc.strerror}", backend=BACKEND) from None
-    return TLS(contents["tls_ca"], contents["tls_cert"], contents["tls_key"])
+    return TLS(contents["tls_ca"], contents["tls_cert"], contents["tls_key"], cert, key)

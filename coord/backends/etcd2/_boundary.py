@@ -155,6 +155,24 @@ class Boundary:
             raise self._failed(number, exc, lane) from exc
         return self._answer(number, response.status, response.headers, data)
 
+    def date(self) -> str | None:
+        """The member in use's HTTP ``Date`` header (on ``GET /version``): its clock, to the second."""
+        if self.shut:
+            raise StoreClosed("the store is closed", backend=BACKEND)
+        number = self.members.pick()
+        timeout = urllib3.Timeout(connect=self.attempt_timeout, read=self.attempt_timeout)
+        try:
+            response = self.members.pool(number).urlopen(
+                "GET", "/version", headers=self.members.headers, timeout=timeout
+            )
+        except (HTTPError, OSError) as exc:
+            raise self._failed(number, exc, None) from exc
+        if response.status >= 500:
+            self.members.failed(number)
+            raise Transient(f"{self.members.name(number)} answered {response.status}")
+        date: str | None = response.headers.get("Date")
+        return date
+
     @staticmethod
     def _wait(lane: Lane, number: int, sent: float, response: Any, read_timeout: float | None) -> bytes:
         """The body of a long poll from member ``number``: ``Idle`` if none came within ``read_timeout``."""

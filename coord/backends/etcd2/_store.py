@@ -15,7 +15,7 @@ from ..._errors import ConfigurationError, CoordError, LeaseExpired
 from ..._lease import Lease
 from ..._store import Store
 from ..._txn import ANY, Op
-from ..._types import KVPair
+from ..._types import KVPair, ServerTime
 from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._boundary import BACKEND, DEFAULT_PORT, KEY_NOT_FOUND, TLS, Boundary, EtcdError
@@ -95,6 +95,9 @@ class Etcd2Store(Store):
 
     def describe(self) -> str:
         return self._http.describe()
+
+    def _server_time(self) -> ServerTime:
+        return ServerTime.from_http_date(self._http.call(lambda _: self._http.date()), "etcd HTTP Date header")
 
     # -- keys ----------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from ..._errors import ConfigurationError, CoordError, StoreUnavailable
 from ..._lease import Lease
 from ..._store import Store
 from ..._txn import Op
-from ..._types import KVPair
+from ..._types import KVPair, ServerTime
 from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._feed import Feed
@@ -145,6 +145,10 @@ class RedisStore(Store):
 
     def describe(self) -> str:
         return self._where
+
+    def _server_time(self) -> ServerTime:
+        seconds, micros = self._call(lambda: self._wire.call("TIME"))
+        return ServerTime(int(seconds) + int(micros) / 1e6, 1e-6, "Redis TIME")
 
     # -- the one boundary with redis-py -------------------------------------
 

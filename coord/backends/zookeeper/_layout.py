@@ -74,6 +74,7 @@ class Layout:
 
     def __init__(self, root: str) -> None:
         self.kv, self.log, self.blob = f"{root}/kv", f"{root}/log", f"{root}/blob"
+        self.clock = f"{root}/clock-"  # ephemeral, sequential and short-lived: read for its ctime (server_time)
 
     def dir(self, prefix: str) -> str:
         return self.kv + "".join("/" + escape(s) for s in prefix.split("/") if s)

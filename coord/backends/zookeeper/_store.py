@@ -14,7 +14,7 @@ from ..._errors import ConfigurationError, KeyModified, KeyNotFound
 from ..._lease import Lease
 from ..._store import Store
 from ..._txn import Op
-from ..._types import KVPair
+from ..._types import KVPair, ServerTime
 from ..._url import Location, flag
 from ..._watch import WatchFeed
 from ._blobs import Blobs
@@ -114,6 +114,19 @@ class ZooKeeperStore(Store):
 
     def describe(self) -> str:
         return self._url
+
+    def _server_time(self) -> ServerTime:
+        """The ``ctime`` (the leader's clock, in ms) of a znode made for it with the Store's ACL, then deleted."""
+        client = self._zk.client
+
+        def attempt(t: Try) -> ServerTime:
+            path, stat = t.wait(
+                client.create_async(self._layout.clock, ephemeral=True, sequence=True, include_data=True)
+            )
+            t.wait(client.delete_async(path))
+            return ServerTime(stat.ctime / 1000, 0.001, "ZooKeeper znode ctime")
+
+        return self._zk.call(attempt)
 
     def _get(self, key: str) -> KVPair | None:
         def attempt(t: Try) -> KVPair | None:

@@ -1,10 +1,12 @@
-"""Keys and values: put, get, exists, delete, list and delete_tree, and namespaces kept apart by prefixes.
+"""Keys and values: put, get, exists, delete, list and delete_tree, namespaces kept apart by prefixes; the server's clock.
 
 Part of the Store conformance suite (``coord.testing.conformance``): every test
 runs against the store under test, and names the guarantee it checks.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -124,3 +126,22 @@ def test_prefixes_keep_namespaces_apart(store_url: str) -> None:
         assert not two.exists("k")
         assert [pair.key for pair in one.list("")] == ["k"]
         assert two.list("") == []
+
+
+# -- the server's clock ------------------------------------------------------------
+
+
+def test_server_time_reads_the_servers_clock_and_writes_no_key(store: coord.Store) -> None:
+    """``server_time()`` reads the server's clock over the Store's own connection (its credentials and TLS).
+
+    A store with no server of its own (sqlite, memory: it runs on this
+    host's clock) says ``None``. The test's server runs on a host whose
+    clock agrees with this one's to within seconds.
+    """
+    before = time.time()
+    reading = store.server_time()
+    after = time.time()
+    if reading is not None:
+        assert 0 < reading.resolution <= 1 and reading.source
+        assert before - 30 <= reading.seconds <= after + 30, (before, reading, after)
+    assert store.list("") == [], "reading the clock wrote a key"

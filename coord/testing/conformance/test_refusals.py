@@ -166,6 +166,7 @@ def test_operations_after_close_raise_store_closed(open_store: Callable[[], coor
         lambda: store.atomic_put("k", b"", None),
         lambda: store.watch("k"),
         lambda: store.lease(TTL),
+        lambda: store.server_time(),
     ]
     for call in calls:
         with pytest.raises(StoreClosed):
