@@ -142,6 +142,30 @@ def test_cancelling_a_waiter_whose_ticket_was_just_created_leaves_no_ticket_behi
     run(main)
 
 
+def test_cancelling_a_waiter_whose_watch_was_just_opened_leaves_no_watch_open() -> None:
+    """The cancellation comes while the watch on the predecessor is being opened: that watch is closed."""
+
+    async def main() -> None:
+        faulty = FaultyStore(coord.connect("memory://"))
+        async with coord.aio.AsyncStore(faulty) as store:
+            holder = coord.aio.Lock("l", store=store, ttl=10)
+            await holder.acquire()
+            before = len(faulty._watches)
+            faulty.inject("slow_reply", op="watch", delay=1.0)
+            waiting = asyncio.create_task(coord.aio.Lock("l", store=store, ttl=10).acquire())
+            while len(faulty._watches) == before:  # opened; the reply has a second to go
+                await asyncio.sleep(0.01)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            assert faulty.injected == [("watch", "slow_reply")]
+            assert len(faulty._watches) == before, "the cancelled waiter's watch stayed open"
+            assert len(await store.list("lock/l")) == 1
+            await holder.release()
+
+    run(main)
+
+
 def test_cancel_on_loss_stops_the_block_when_the_lock_is_lost(store_url: str) -> None:
     """A ticket deleted behind its holder's back: the block is cancelled, and the ``async with`` says why."""
 

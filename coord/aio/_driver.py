@@ -12,8 +12,8 @@ protocol at the step where it waits, so it cleans up (deletes its ticket)
 exactly as on any other error. A store call already on its way is let
 finish first, so that its effect is in place before the cleanup runs; the
 cancellation is then thrown in at that call's step, and the call's result
-is dropped. So a protocol names what a call may create before making it
-(a ticket's key), and cleans up by that name.
+is dropped (a watch it opened is closed). So a protocol names what a call
+may create before making it (a ticket's key), and cleans up by that name.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ async def drive(steps: Steps[T], executor: Executor) -> T:
         try:
             if isinstance(step, Call):
                 value, cancelled = await _call(step, executor)
+                if cancelled is not None and isinstance(value, Watch):
+                    value.close()  # the protocol never gets it, so nobody else would close it
             else:
                 value = await next_item(step.watch, step.timeout)
         except BaseException as exc:  # thrown into the protocol, which cleans up and re-raises
