@@ -166,6 +166,35 @@ def test_cancelling_a_waiter_whose_watch_was_just_opened_leaves_no_watch_open() 
     run(main)
 
 
+def test_a_watch_or_lease_whose_caller_was_cancelled_as_it_opened_is_closed() -> None:
+    """``await store.watch(...)`` or ``await store.lease(...)`` cancelled while the call runs: nothing stays open."""
+
+    async def cancelled_as_it_opens(faulty: FaultyStore, op: str, opening: Coroutine[Any, Any, object]) -> None:
+        taken = len(faulty.injected)
+        faulty.inject("slow_reply", op=op, delay=1.0)
+        task = asyncio.ensure_future(opening)
+        while len(faulty.injected) == taken:  # the call is under way; its reply takes a second
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert faulty.injected[-1] == (op, "slow_reply")
+
+    async def main() -> None:
+        faulty = FaultyStore(coord.connect("memory://"))
+        async with coord.aio.AsyncStore(faulty) as store:
+            await cancelled_as_it_opens(faulty, "watch", store.watch("k"))
+            await cancelled_as_it_opens(faulty, "watch", store.watch_tree("t"))
+            await cancelled_as_it_opens(faulty, "lease", store.lease(30))
+            deadline = time.monotonic() + 10
+            while (faulty._watches or faulty.leases()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not faulty._watches, "a watch stayed open"
+            assert not faulty.leases(), "a lease stayed alive"
+
+    run(main)
+
+
 def test_cancel_on_loss_stops_the_block_when_the_lock_is_lost(store_url: str) -> None:
     """A ticket deleted behind its holder's back: the block is cancelled, and the ``async with`` says why."""
 

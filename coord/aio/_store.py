@@ -4,13 +4,16 @@ An ``AsyncStore`` wraps a threaded ``coord.Store``: one implementation of
 every backend, its leases kept by the same keeper. Each operation runs on
 the Store's own pool of worker threads (a round trip or a few, never a
 wait), so the event loop is never blocked; a watch's events are awaited on
-the loop, woken by the backend's thread, with no thread per watch.
+the loop, woken by the backend's thread, with no thread per watch. A
+caller cancelled while its call runs leaves nothing open: a watch or lease
+that call opens is closed once it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +55,22 @@ class AsyncStore:
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await in_pool(self.executor, functools.partial(fn, *args, **kwargs))
 
+    async def _open(self, close: Callable[[T], object], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like ``_run``, for a call that opens something (a watch, a lease): if the caller is cancelled
+        while it runs, what it opens is closed (``close``, on the pool) instead of left open for good."""
+        future = in_pool(self.executor, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(functools.partial(self._close_opened, close))
+            raise
+
+    def _close_opened(self, close: Callable[[T], object], done: asyncio.Future[T]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return  # nothing was opened
+        with contextlib.suppress(RuntimeError):  # the pool is shut: the Store is closed, and what it opened with it
+            self.executor.submit(close, done.result())
+
     async def put(self, key: str, value: bytes, *, ttl: float | None = None, lease: Lease | None = None) -> KVPair:
         return await self._run(self.sync.put, key, value, ttl=ttl, lease=lease)
 
@@ -82,14 +101,14 @@ class AsyncStore:
         return AsyncTransaction(self, self.sync.transaction())
 
     async def watch(self, key: str, *, start_revision: int | None = None) -> AsyncWatch:
-        return AsyncWatch(await self._run(self.sync.watch, key, start_revision=start_revision))
+        return AsyncWatch(await self._open(Watch.close, self.sync.watch, key, start_revision=start_revision))
 
     async def watch_tree(self, prefix: str, *, start_revision: int | None = None) -> AsyncWatch:
-        return AsyncWatch(await self._run(self.sync.watch_tree, prefix, start_revision=start_revision))
+        return AsyncWatch(await self._open(Watch.close, self.sync.watch_tree, prefix, start_revision=start_revision))
 
     async def lease(self, ttl: float) -> Lease:
         """A Lease (``await store.revoke(lease)`` ends it without blocking the loop)."""
-        return await self._run(self.sync.lease, ttl)
+        return await self._open(Lease.revoke, self.sync.lease, ttl)
 
     async def session(self, ttl: float = 10.0) -> Lease:
         return await self._run(self.sync.session, ttl)
