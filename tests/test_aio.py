@@ -166,8 +166,8 @@ def test_cancelling_a_waiter_whose_watch_was_just_opened_leaves_no_watch_open() 
     run(main)
 
 
-def test_a_watch_or_lease_whose_caller_was_cancelled_as_it_opened_is_closed() -> None:
-    """``await store.watch(...)`` or ``await store.lease(...)`` cancelled while the call runs: nothing stays open."""
+def test_a_watch_lease_or_registration_whose_caller_was_cancelled_as_it_opened_is_closed() -> None:
+    """``await store.watch(...)``, ``lease(...)`` or ``coord.aio.register(...)`` cancelled while it runs: nothing stays."""
 
     async def cancelled_as_it_opens(faulty: FaultyStore, op: str, opening: Coroutine[Any, Any, object]) -> None:
         taken = len(faulty.injected)
@@ -191,6 +191,12 @@ def test_a_watch_or_lease_whose_caller_was_cancelled_as_it_opened_is_closed() ->
                 await asyncio.sleep(0.01)
             assert not faulty._watches, "a watch stayed open"
             assert not faulty.leases(), "a lease stayed alive"
+            registering = coord.aio.register("svc", address="10.0.0.1:80", ttl=30, store=store)
+            await cancelled_as_it_opens(faulty, "put", registering)
+            deadline = time.monotonic() + 10
+            while await store.list("") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert not await store.list(""), "the registration stayed"
 
     run(main)
 

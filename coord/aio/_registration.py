@@ -57,17 +57,15 @@ async def register(
 ) -> Registration:
     """``coord.register`` for asyncio."""
     resolved = await _resolve(store)
-    inner = await in_pool(
-        resolved.executor,
-        functools.partial(
-            registration.Registration,
-            resolved.sync,
-            service,
-            address=address,
-            metadata=metadata,
-            ttl=ttl,
-            lease=lease,
-        ),
+    inner = await resolved._open(  # cancelled as it registers: the registration is closed, not kept alive
+        registration.Registration.close,
+        registration.Registration,
+        resolved.sync,
+        service,
+        address=address,
+        metadata=metadata,
+        ttl=ttl,
+        lease=lease,
     )
     return Registration(resolved, inner)
 
