@@ -120,6 +120,19 @@ def test_cancelling_a_waiter_leaves_no_ticket_behind(store_url: str) -> None:
     run(main)
 
 
+async def cancel_mid_reply(faulty: FaultyStore, op: str, call: Coroutine[Any, Any, object]) -> None:
+    """Run ``call`` and cancel it while its ``op`` is under way: applied at once, its reply a second late."""
+    taken = len(faulty.injected)
+    faulty.inject("slow_reply", op=op, delay=1.0)
+    task = asyncio.ensure_future(call)
+    while len(faulty.injected) == taken:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert faulty.injected[-1] == (op, "slow_reply")
+
+
 def test_cancelling_a_waiter_whose_ticket_was_just_created_leaves_no_ticket_behind() -> None:
     """The cancellation comes while the create's reply is on its way: the ticket the store made is deleted."""
 
@@ -128,14 +141,7 @@ def test_cancelling_a_waiter_whose_ticket_was_just_created_leaves_no_ticket_behi
         async with coord.aio.AsyncStore(faulty) as store:
             holder = coord.aio.Lock("l", store=store, ttl=10)
             await holder.acquire()
-            faulty.inject("slow_reply", op="transaction", delay=1.0)
-            waiting = asyncio.create_task(coord.aio.Lock("l", store=store, ttl=10).acquire())
-            while len(await store.list("lock/l")) < 2:  # created; the reply has a second to go
-                await asyncio.sleep(0.01)
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            assert faulty.injected == [("transaction", "slow_reply")]
+            await cancel_mid_reply(faulty, "transaction", coord.aio.Lock("l", store=store, ttl=10).acquire())
             assert len(await store.list("lock/l")) == 1, "the cancelled waiter's ticket stayed"
             await holder.release()
 
@@ -151,14 +157,7 @@ def test_cancelling_a_waiter_whose_watch_was_just_opened_leaves_no_watch_open() 
             holder = coord.aio.Lock("l", store=store, ttl=10)
             await holder.acquire()
             before = len(faulty._watches)
-            faulty.inject("slow_reply", op="watch", delay=1.0)
-            waiting = asyncio.create_task(coord.aio.Lock("l", store=store, ttl=10).acquire())
-            while len(faulty._watches) == before:  # opened; the reply has a second to go
-                await asyncio.sleep(0.01)
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            assert faulty.injected == [("watch", "slow_reply")]
+            await cancel_mid_reply(faulty, "watch", coord.aio.Lock("l", store=store, ttl=10).acquire())
             assert len(faulty._watches) == before, "the cancelled waiter's watch stayed open"
             assert len(await store.list("lock/l")) == 1
             await holder.release()
@@ -169,30 +168,18 @@ def test_cancelling_a_waiter_whose_watch_was_just_opened_leaves_no_watch_open() 
 def test_a_watch_lease_or_registration_whose_caller_was_cancelled_as_it_opened_is_closed() -> None:
     """``await store.watch(...)``, ``lease(...)`` or ``coord.aio.register(...)`` cancelled while it runs: nothing stays."""
 
-    async def cancelled_as_it_opens(faulty: FaultyStore, op: str, opening: Coroutine[Any, Any, object]) -> None:
-        taken = len(faulty.injected)
-        faulty.inject("slow_reply", op=op, delay=1.0)
-        task = asyncio.ensure_future(opening)
-        while len(faulty.injected) == taken:  # the call is under way; its reply takes a second
-            await asyncio.sleep(0.005)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert faulty.injected[-1] == (op, "slow_reply")
-
     async def main() -> None:
         faulty = FaultyStore(coord.connect("memory://"))
         async with coord.aio.AsyncStore(faulty) as store:
-            await cancelled_as_it_opens(faulty, "watch", store.watch("k"))
-            await cancelled_as_it_opens(faulty, "watch", store.watch_tree("t"))
-            await cancelled_as_it_opens(faulty, "lease", store.lease(30))
+            await cancel_mid_reply(faulty, "watch", store.watch("k"))
+            await cancel_mid_reply(faulty, "watch", store.watch_tree("t"))
+            await cancel_mid_reply(faulty, "lease", store.lease(30))
             deadline = time.monotonic() + 10
             while (faulty._watches or faulty.leases()) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             assert not faulty._watches, "a watch stayed open"
             assert not faulty.leases(), "a lease stayed alive"
-            registering = coord.aio.register("svc", address="10.0.0.1:80", ttl=30, store=store)
-            await cancelled_as_it_opens(faulty, "put", registering)
+            await cancel_mid_reply(faulty, "put", coord.aio.register("svc", address="10.0.0.1:80", ttl=30, store=store))
             deadline = time.monotonic() + 10
             while await store.list("") and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import REQUIRE_SERVERS, ROOT, Child, Children
+from tests.support import ROOT, Child, Children, required_env
 
 TTL = 2.0  # etcd's minimum on the test server
 #: CMD: print its start and the environment coord gave it, sleep, print its end (times on the wall clock).
@@ -312,13 +312,7 @@ def test_doctor_on_a_server_measures_its_clock_skew(server_url: str) -> None:
 )
 def test_doctor_reads_the_clock_of_a_server_behind_tls_and_a_password(variable: str) -> None:
     """The skew is read over the Store's own connection: its CA, client certificate and credentials."""
-    url = os.environ.get(variable)
-    if not url:
-        reason = f'{variable} is not set: eval "$(python3 scripts/servers.py env)"'
-        if REQUIRE_SERVERS:
-            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
-        pytest.skip(reason)
-    done = coord(None, "--json", "doctor", "--quick", url, timeout=60)
+    done = coord(None, "--json", "doctor", "--quick", required_env(variable), timeout=60)
     assert done.returncode == 0, done.stderr
     [report] = json_lines(done.stdout)
     assert abs(report["clock_skew"]["offset_ms"]) < 2000, report["clock_skew"]

@@ -28,7 +28,7 @@ import pytest
 
 import coord
 from coord.testing.conformance import fresh_namespace
-from tests.support import REQUIRE_SERVERS, servers
+from tests.support import required_env, servers
 from tests.support.servers import refused_options
 from tests.test_secrets import shown
 
@@ -45,14 +45,7 @@ SCHEMES = [pytest.param("etcds", id="v3"), pytest.param("etcd2s", id="v2")]
 
 def secure_url(scheme: str) -> str:
     """The URL of etcd-secure with the coord user and the client certificate; fails under COORD_REQUIRE_SERVERS."""
-    variable = VARIABLES[scheme]
-    url = os.environ.get(variable)
-    if not url:
-        reason = f'{variable} is not set: python3 scripts/servers.py start; eval "$(python3 scripts/servers.py env)"'
-        if REQUIRE_SERVERS:
-            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
-        pytest.skip(reason)
-    return url
+    return required_env(VARIABLES[scheme])
 
 
 def variant(url: str, *, user: str | None = "coord", password: str | None = None, **options: str | None) -> str:

@@ -30,7 +30,7 @@ import redis
 
 import coord
 from coord.testing.conformance import fresh_namespace
-from tests.support import REQUIRE_SERVERS, drain, servers, summary
+from tests.support import drain, required_env, servers, summary
 from tests.support.servers import refused_options
 from tests.test_secrets import SECRET, shown
 
@@ -44,11 +44,7 @@ TIMEOUT = 10.0
 @pytest.fixture(autouse=True)
 def _secure_server() -> None:
     """The gate of conftest.py, for a server that is not a backend of coord's table."""
-    if not URL:
-        reason = 'COORD_TEST_REDIS_SECURE is not set: python3 scripts/servers.py start; eval "$(python3 scripts/servers.py env)"'
-        if REQUIRE_SERVERS:
-            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
-        pytest.skip(reason)
+    required_env("COORD_TEST_REDIS_SECURE")
 
 
 def url(*, user: str | None = "coord", password: str | None = None, host: str = "127.0.0.1", **options: Any) -> str:

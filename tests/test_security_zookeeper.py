@@ -23,7 +23,7 @@ from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl, make_digest_acl_credential
 
 import coord
-from tests.support import REQUIRE_SERVERS, ROOT, servers, url_of
+from tests.support import ROOT, required_env, servers, url_of
 from tests.support.servers import refused_options
 from tests.test_secrets import shown
 
@@ -36,13 +36,7 @@ REFUSED_WITHIN = 3.0  # a refusal is at once: well under the timeout=20 the test
 @pytest.fixture
 def secure_url() -> str:
     """The secure server's URL, with the tests' certificates and identity (fails under COORD_REQUIRE_SERVERS=1)."""
-    url = os.environ.get("COORD_TEST_ZOOKEEPER_SECURE", "")
-    if not url:
-        reason = 'COORD_TEST_ZOOKEEPER_SECURE is not set: eval "$(python3 scripts/servers.py env)"'
-        if REQUIRE_SERVERS:
-            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
-        pytest.skip(reason)
-    return url
+    return required_env("COORD_TEST_ZOOKEEPER_SECURE")
 
 
 @pytest.fixture

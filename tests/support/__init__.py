@@ -19,7 +19,7 @@ from coord.testing.conformance._events import drain, next_event, summary
 
 from .children import FAULT_CHILDREN, RECIPE_CHILDREN, ROOT, Children, first
 from .proxy import Proxy
-from .servers import REQUIRE_SERVERS, missing_server, server_of, servers, url_of
+from .servers import REQUIRE_SERVERS, missing_server, required_env, server_of, servers, url_of
 from .waiting import run, wait_for
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "first",
     "missing_server",
     "next_event",
+    "required_env",
     "run",
     "server_of",
     "servers",

@@ -15,9 +15,20 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
 from coord._registry import BACKENDS, Backend
 
-__all__ = ["REQUIRE_SERVERS", "backend_named", "missing_server", "refused_options", "server_of", "servers", "url_of"]
+__all__ = [
+    "REQUIRE_SERVERS",
+    "backend_named",
+    "missing_server",
+    "refused_options",
+    "required_env",
+    "server_of",
+    "servers",
+    "url_of",
+]
 
 REQUIRE_SERVERS = os.environ.get("COORD_REQUIRE_SERVERS") == "1"
 _SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "servers.py"
@@ -56,6 +67,17 @@ def missing_server(name: str) -> str | None:
     if variable and not os.environ.get(variable):
         return f'{variable} is not set: python3 scripts/servers.py start; eval "$(python3 scripts/servers.py env)"'
     return None
+
+
+def required_env(variable: str) -> str:
+    """The server URL in ``$variable``: the test is skipped if it is not set, and failed under COORD_REQUIRE_SERVERS=1."""
+    url = os.environ.get(variable, "")
+    if not url:
+        reason = f'{variable} is not set: python3 scripts/servers.py start; eval "$(python3 scripts/servers.py env)"'
+        if REQUIRE_SERVERS:
+            pytest.fail(f"COORD_REQUIRE_SERVERS=1, but {reason}")
+        pytest.skip(reason)
+    return url
 
 
 def server_of(name: str) -> Any:
