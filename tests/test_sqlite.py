@@ -329,19 +329,32 @@ def test_a_watch_that_fell_behind_the_log_reports_every_delete(tmp_path: Path) -
 # -- bad input ------------------------------------------------------------------------------------
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+NOT_A_DATABASE = """
+import os, sys, coord
+open_fds = lambda: len(os.listdir("/proc/self/fd"))
+coord.connect("sqlite://" + sys.argv[1]).close()  # imports and module state settled
+before = open_fds()
+for _ in range(3):
+    try:
+        coord.connect("sqlite://" + sys.argv[2])
+    except coord.ConfigurationError as exc:
+        print("REFUSED", "not a coord sqlite store" in str(exc), flush=True)
+print("FDS", before, open_fds(), flush=True)
+"""
 
 
 def test_a_file_that_is_not_a_database_is_a_configuration_error(tmp_path: Path) -> None:
+    # Descriptors are counted in a process of its own: the test process's other threads open and close theirs.
     path = tmp_path / "not.db"
     path.write_bytes(b"this is not an SQLite database, whatever its name says" * 100)
-    coord.connect(f"sqlite://{tmp_path / 'warm.db'}").close()  # imports and module state settled
-    before = open_fds()
-    for _ in range(3):
-        with pytest.raises(coord.ConfigurationError, match="not a coord sqlite store"):
-            coord.connect(f"sqlite://{path}")
-    assert open_fds() == before, "a descriptor leaked"
+    child = Child.from_code(NOT_A_DATABASE, str(tmp_path / "warm.db"), str(path))
+    try:
+        for _ in range(3):
+            assert child.expect("REFUSED", 60)[1:] == ["True"], "not refused as not a coord sqlite store"
+        before, after = (int(word) for word in child.expect("FDS", 60)[1:])
+    finally:
+        child.close()
+    assert after == before, "a descriptor leaked"
 
 
 @pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "1e9", "0.00001"])
