@@ -217,14 +217,13 @@ def wait_turn(
         log.debug("waiter %s woke: %s", mine.key, reason, extra={"coord_waiter": mine.key})
         if limit == 1:
             # No ticket can get ahead of ours, so after the predecessor's delete only the tickets that were
-            # ahead need a look: none at all if it was the only one (the usual handoff), else one read each.
-            queue = [me, *(yield from call(_still_there, store, ahead[:-1]))]
+            # ahead need a look, and ours: the store may have dropped our lease while we waited (a revoke, a
+            # failover that lost it) before our client could know. One read in all.
+            queue = yield from call(_still_there, store, [me, *ahead[:-1]])
 
 
 def _still_there(store: Store, tickets: list[KVPair]) -> list[KVPair]:
-    """Those of ``tickets`` that still exist, read in one transaction (none to read: no round trip)."""
-    if not tickets:
-        return []
+    """Those of ``tickets`` that still exist, as they are now, read in one transaction."""
     txn = store.transaction()
     for pair in tickets:
         txn.get(pair.key)
